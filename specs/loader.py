@@ -1,0 +1,335 @@
+"""Load a spec from YAML with every error located as ``file:line: field.path: message``.
+
+Why a custom loader: PyYAML's ``safe_load`` loses line numbers, silently keeps the last of two
+duplicate keys, and will happily walk a "billion laughs" alias bomb once the result is traversed.
+So the file is size-checked before it is read, decoded strictly, *composed* into a node graph
+(which is linear even for alias bombs), and then converted to plain data by our own walk that
+records each node's line, refuses duplicate keys, and stops after a fixed node budget and depth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from specs.errors import SpecError, SpecProblem
+from specs.model import TuningSpec
+from specs.suggest import did_you_mean
+
+MAX_BYTES = 1024 * 1024
+MAX_NODES = 50_000
+MAX_DEPTH = 64
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class LoadedSpec:
+    """A valid spec plus where each of its fields came from."""
+
+    spec: TuningSpec
+    file: str
+    lines: dict[Path_, int] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec.metadata.name
+
+    def line_of(self, path: Iterable[str | int]) -> int | None:
+        return _line_of(self.lines, tuple(path))
+
+    def problem(self, path: Iterable[str | int], message: str) -> SpecProblem:
+        p = tuple(path)
+        return SpecProblem(self.file, self.line_of(p), _dotted(p), message)
+
+
+def _line_of(lines: dict[Path_, int], path: Path_) -> int | None:
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return None
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+class _Refused(Exception):
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _Converter:
+    """Node graph → plain data, recording lines, with a node budget and a depth limit."""
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self.loader = loader
+        self.lines: dict[Path_, int] = {}
+        self.budget = MAX_NODES
+
+    def convert(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
+        self.budget -= 1
+        line = node.start_mark.line + 1
+        if self.budget < 0:
+            raise _Refused(line, f"refused: more than {MAX_NODES} YAML nodes (an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise _Refused(line, f"refused: nesting deeper than {MAX_DEPTH} levels (a recursive alias?)")
+        self.lines.setdefault(path, line)
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise _Refused(key_node.start_mark.line + 1, "mapping keys must be plain strings")
+                key = self.loader.construct_object(key_node)
+                if not isinstance(key, str):
+                    key = str(key).lower() if isinstance(key, bool) else str(key)
+                if key in out:
+                    raise _Refused(key_node.start_mark.line + 1, f"duplicate key {key!r} ({_dotted(path) or 'top level'})")
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = self.convert(value_node, (*path, key), depth + 1)
+                # a value on its own line is reported at the value, a scalar at its key
+                if isinstance(value_node, yaml.ScalarNode):
+                    self.lines[(*path, key)] = key_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
+        value = self.loader.construct_object(node)
+        if isinstance(value, bytes):
+            raise _Refused(line, "binary values are not allowed in a spec")
+        return value
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse one YAML document into plain data and a path → line map; raise :class:`SpecError`."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.composer.ComposerError as exc:
+            if "expected a single document" in str(exc):
+                line = exc.problem_mark.line + 1 if exc.problem_mark else None
+                raise SpecError([SpecProblem(file, line, "", "one spec per file: found a second YAML document")])  # noqa: B904
+            raise
+        if node is None:
+            raise SpecError([SpecProblem(file, None, "", "the file is empty: expected a TuningSpec")])
+        conv = _Converter(loader)
+        data = conv.convert(node, ())
+        return data, conv.lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or exc.context or "invalid YAML"
+        raise SpecError([SpecProblem(file, line, "", f"invalid YAML: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([SpecProblem(file, None, "", f"invalid YAML: {exc}")]) from None
+    except _Refused as exc:
+        raise SpecError([SpecProblem(file, exc.line, "", exc.message)]) from None
+    except RecursionError:
+        raise SpecError([SpecProblem(file, None, "", "refused: nesting too deep")]) from None
+    finally:
+        loader.dispose()
+
+
+def load_spec_text(text: str | bytes, file: str = "<string>") -> LoadedSpec:
+    """Validate spec text; raise :class:`SpecError` listing every located problem."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if len(raw) > MAX_BYTES:
+        raise SpecError([SpecProblem(file, None, "", f"refused: file is larger than {MAX_BYTES // 1024} KiB")])
+    if b"\x00" in raw:
+        raise SpecError([SpecProblem(file, None, "", "not a text file (it contains NUL bytes)")])
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError([SpecProblem(file, line, "", "not UTF-8 text")]) from None
+    data, lines = parse_yaml(decoded, file)
+    if not isinstance(data, dict):
+        raise SpecError(
+            [SpecProblem(file, 1, "", f"expected a mapping with apiVersion, kind, metadata, spec; got {_kind(data)}")]
+        )
+    try:
+        spec = TuningSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc, data, lines, file)) from None
+    return LoadedSpec(spec=spec, file=file, lines=lines, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def load_spec(path: str | os.PathLike[str]) -> LoadedSpec:
+    """Read and validate one spec file."""
+    p = Path(path)
+    file = str(path)
+    try:
+        with p.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_BYTES:
+                raise SpecError(
+                    [SpecProblem(file, None, "", f"refused: file is {size} bytes, the limit is {MAX_BYTES}")]
+                )
+            raw = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError([SpecProblem(file, None, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise SpecError([SpecProblem(file, None, "", "is a directory; pass a file, or a folder to validate")]) from None
+    except OSError as exc:
+        raise SpecError([SpecProblem(file, None, "", f"cannot read: {exc.strerror}")]) from None
+    return load_spec_text(raw, file)
+
+
+def spec_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Files named directly, and ``*.yaml``/``*.yml`` inside folders (sorted, recursive)."""
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            yield from sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file())
+        else:
+            yield p
+
+
+def load_specs_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, LoadedSpec | SpecError]]:
+    """Load every spec; one bad file never stops the others. Two files with the same
+    ``metadata.name`` are both reported, since they would write the same results folder."""
+    out: list[tuple[Path, LoadedSpec | SpecError]] = []
+    for p in spec_files(paths):
+        try:
+            out.append((p, load_spec(p)))
+        except SpecError as exc:
+            out.append((p, exc))
+    seen: dict[str, Path] = {}
+    for i, (p, res) in enumerate(out):
+        if isinstance(res, LoadedSpec):
+            if res.name in seen:
+                msg = f"name {res.name!r} is also used by {seen[res.name]}; names must be unique"
+                out[i] = (p, SpecError([res.problem(("metadata", "name"), msg)]))
+            else:
+                seen[res.name] = p
+    return out
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _yaml_path(loc: tuple[str | int, ...], data: Any) -> Path_:
+    """Keep the parts of a pydantic ``loc`` that are real keys of the data (drops union tags
+    such as ``synthetic`` or ``function-after[...]``); the last part is kept either way."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif last and isinstance(part, str) and not part.startswith(("function-", "union[", "[key]")):
+            out.append(part)
+    return tuple(out)
+
+
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(tp)[0])
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return [m for a in typing.get_args(tp) for m in _models_in(a)]
+    return []
+
+
+def _containers_in(tp: Any) -> list[Any]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _containers_in(typing.get_args(tp)[0])
+    if origin in (dict, list):
+        return [tp]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return [c for a in typing.get_args(tp) for c in _containers_in(a)]
+    return []
+
+
+def _field_names(loc: tuple[str | int, ...]) -> list[str]:
+    """Field names (aliases) valid at the mapping that ``loc`` points into."""
+    current: list[Any] = [TuningSpec]
+    for part in loc:
+        nxt: list[Any] = []
+        for tp in current:
+            for model in _models_in(tp):
+                for name, info in model.model_fields.items():
+                    if part in (info.alias, name):
+                        nxt.append(info.annotation)
+                kind = model.model_fields.get("kind")
+                if kind is not None and part in typing.get_args(kind.annotation):
+                    nxt.append(model)
+            for cont in _containers_in(tp):
+                args = typing.get_args(cont)
+                if typing.get_origin(cont) is dict and isinstance(part, str):
+                    nxt.append(args[1])
+                elif typing.get_origin(cont) is list and isinstance(part, int):
+                    nxt.append(args[0])
+        current = nxt or current
+    names: list[str] = []
+    for tp in current:
+        for model in _models_in(tp):
+            names += [info.alias or name for name, info in model.model_fields.items()]
+    return names
+
+
+def _problems(exc: ValidationError, data: Any, lines: dict[Path_, int], file: str) -> list[SpecProblem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = _yaml_path(loc, data)
+        kind = err["type"]
+        msg = err["msg"]
+        given = err.get("input")
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            msg = f"unknown field {key!r}{did_you_mean(key, _field_names(loc[:-1]))}"
+        elif kind == "missing":
+            msg = f"missing required field {str(loc[-1])!r}"
+        elif kind in ("value_error", "assertion_error"):
+            msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        elif kind == "literal_error" and isinstance(given, str):
+            expected = err.get("ctx", {}).get("expected", "")
+            options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip(" '")]
+            msg = f"{given!r} is not one of {expected}{did_you_mean(given, options)}"
+        elif kind == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            tag = str(ctx.get("tag", ""))
+            expected = str(ctx.get("expected_tags", ""))
+            options = [o.strip(" '") for o in expected.split(",")]
+            msg = f"unknown {ctx.get('discriminator', 'kind')} {tag!r}: expected one of {expected}{did_you_mean(tag, options)}"
+        elif kind == "union_tag_not_found":
+            msg = f"missing 'kind': one of {err.get('ctx', {}).get('discriminator', '')}"
+        elif given is not None and not isinstance(given, dict | list):
+            shown = repr(given)
+            msg = f"{msg} (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
+        problems.append(SpecProblem(file, _line_of(lines, path), _dotted(path), msg))
+    return problems
