@@ -38,7 +38,10 @@ _CMP: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
 }
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*[A-Za-z0-9_]|[A-Za-z_]")
+_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[-.][A-Za-z0-9_]+)*")
+_KEYWORDS = ("and", "or", "not", "True", "False")
 
 
 @dataclass(frozen=True)
@@ -70,17 +73,7 @@ def parse_constraint(text: str, known: Iterable[str]) -> Constraint:
     names = sorted(set(known), key=len, reverse=True)
     placeholders: dict[str, str] = {}
     by_name = {n: f"__p{i}" for i, n in enumerate(names)}
-
-    def replace(match: re.Match[str]) -> str:
-        word = match.group(0)
-        if word in ("and", "or", "not", "True", "False"):
-            return word
-        if word in by_name:
-            placeholders[by_name[word]] = word
-            return by_name[word]
-        raise ConstraintError(f"unknown name {word!r} in {text!r}{did_you_mean(word, names)}")
-
-    rewritten = _WORD.sub(replace, text)
+    rewritten = _rewrite(text, names, by_name, placeholders)
     try:
         tree = ast.parse(rewritten, mode="eval")
     except SyntaxError:
@@ -101,6 +94,47 @@ def parse_constraint(text: str, known: Iterable[str]) -> Constraint:
     ):
         raise ConstraintError(f"{text!r} is not a condition: compare something, e.g. 'a >= b'")
     return Constraint(text=text, tree=tree, names=placeholders)
+
+
+def _rewrite(text: str, names: list[str], by_name: dict[str, str], used: dict[str, str]) -> str:
+    """Replace known names (longest first, so ``max-num-seqs`` wins over ``max``) by
+    placeholders, leaving string literals and numbers alone."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        for pattern in (_STRING, _NUMBER):
+            m = pattern.match(text, i)
+            if m:
+                out.append(m.group(0))
+                i = m.end()
+                break
+        else:
+            if text[i].isalpha() or text[i] == "_":
+                name = next(
+                    (n for n in names if text.startswith(n, i) and not _continues(text, i + len(n))), None
+                )
+                if name is not None:
+                    used[by_name[name]] = name
+                    out.append(by_name[name])
+                    i += len(name)
+                    continue
+                m = _IDENT.match(text, i)
+                assert m is not None
+                word = m.group(0)
+                plain = re.match(r"[A-Za-z_][A-Za-z0-9_]*", word)
+                if plain and plain.group(0) in _KEYWORDS:
+                    out.append(plain.group(0))
+                    i += len(plain.group(0))
+                    continue
+                raise ConstraintError(f"unknown name {word!r} in {text!r}{did_you_mean(word, names)}")
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _continues(text: str, end: int) -> bool:
+    """True when a name match is only the start of a longer identifier."""
+    return end < len(text) and (text[end].isalnum() or text[end] == "_")
 
 
 def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:

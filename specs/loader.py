@@ -93,16 +93,21 @@ class _Converter:
             raise _Refused(line, f"refused: nesting deeper than {MAX_DEPTH} levels (a recursive alias?)")
         self.lines.setdefault(path, line)
         if isinstance(node, yaml.MappingNode):
+            # keys merged in with `<<: *anchor` may be overridden; keys written twice may not
+            explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
             self.loader.flatten_mapping(node)
             out: dict[str, Any] = {}
+            written: set[str] = set()
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise _Refused(key_node.start_mark.line + 1, "mapping keys must be plain strings")
                 key = self.loader.construct_object(key_node)
                 if not isinstance(key, str):
                     key = str(key).lower() if isinstance(key, bool) else str(key)
-                if key in out:
+                if key in written and id(key_node) in explicit:
                     raise _Refused(key_node.start_mark.line + 1, f"duplicate key {key!r} ({_dotted(path) or 'top level'})")
+                if id(key_node) in explicit:
+                    written.add(key)
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
                 out[key] = self.convert(value_node, (*path, key), depth + 1)
                 # a value on its own line is reported at the value, a scalar at its key

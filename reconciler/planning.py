@@ -1,0 +1,153 @@
+"""Dry-run planning: what a spec will do before any GPU is touched.
+
+The time estimate is deliberately simple and says so: engine start-up times are typical values
+per engine, and a request is assumed to take ``ttft + output_tokens * tpot`` with typical TTFT
+and TPOT per engine class. It answers "minutes or days?", not "how many seconds".
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from backends.engines import get_engine
+from specs.loader import LoadedSpec
+from specs.model import FileDataset, SyntheticDataset, TuningSpec
+from specs.space import axes, feasible_count, grid, raw_size
+
+#: (start-up seconds, typical TTFT s, typical TPOT s) per engine; see the module docstring
+TYPICAL: dict[str, tuple[float, float, float]] = {
+    "vllm": (120.0, 0.15, 0.025),
+    "sglang": (120.0, 0.15, 0.025),
+    "trtllm": (300.0, 0.12, 0.02),
+    "llamacpp": (5.0, 0.5, 0.05),
+    "sim": (3.0, 0.1, 0.02),
+}
+
+
+@dataclass
+class PlannedCommand:
+    config: dict[str, Any]
+    argv: list[str]
+    gpus: int
+
+    @property
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+@dataclass
+class Plan:
+    name: str
+    generation: str
+    engine: str
+    flag_table_version: str
+    backend: str
+    strategy: str
+    axes: list[dict[str, Any]]
+    raw_size: float
+    feasible: int | None
+    experiments: int
+    parallelism: int
+    gpus_per_experiment: list[int]
+    commands: list[PlannedCommand]
+    seconds_per_experiment: float
+    seconds_total: float
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["raw_size"] = None if math.isinf(self.raw_size) else int(self.raw_size)
+        for c, cmd in zip(d["commands"], self.commands, strict=True):
+            c["shell"] = cmd.shell
+        return d
+
+
+def _output_tokens(spec: TuningSpec) -> float:
+    ds = spec.spec.workload.dataset
+    if isinstance(ds, SyntheticDataset):
+        return float(ds.output.mean)
+    if isinstance(ds, FileDataset) and ds.output is not None:
+        return float(ds.output.mean)
+    return 256.0
+
+
+def estimate_experiment_seconds(spec: TuningSpec) -> tuple[float, list[str]]:
+    body = spec.spec
+    engine = body.engine.name
+    startup, ttft, tpot = TYPICAL[engine]
+    scale = 1.0
+    if engine == "sim":
+        scale = float(body.engine.args.get("time-scale", body.engine.args.get("time_scale", 1.0)) or 1.0)
+    per_request = ttft + _output_tokens(spec) * tpot
+    wl = body.workload
+    n = wl.requests_per_level
+    load = wl.load
+    if load.concurrency is not None:
+        levels = [n / c * per_request + per_request for c in load.concurrency]
+    elif load.request_rate is not None:
+        levels = [(n / r if math.isfinite(r) else 0.0) + per_request for r in load.request_rate]
+    else:
+        assert load.capacity is not None
+        steps = load.capacity.max_steps
+        levels = [n / max(load.capacity.low, 1.0) * per_request / 4 + per_request] * steps
+    if wl.max_duration_per_level is not None:
+        levels = [min(x, wl.max_duration_per_level) for x in levels]
+    warmup = wl.warmup_requests * per_request / 4
+    total = (startup + warmup + sum(levels)) / scale + 5.0
+    notes = [
+        f"{engine}: start-up ~{startup:.0f}s, TTFT ~{ttft * 1000:.0f} ms, TPOT ~{tpot * 1000:.0f} ms (typical values)",
+        f"{len(levels)} load level(s) x {n} requests, ~{_output_tokens(spec):.0f} output tokens each",
+    ]
+    if scale != 1.0:
+        notes.append(f"sim time-scale {scale:g}x")
+    return total, notes
+
+
+def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", port: int = 8000) -> Plan:
+    spec = loaded.spec
+    body = spec.spec
+    engine = get_engine(body.engine.name, body.engine.variant)
+    feasible = feasible_count(spec)
+    size = raw_size(spec)
+    budget = body.search.max_experiments
+    if feasible is not None:
+        experiments = min(budget, feasible + (1 if body.search.include_default else 0))
+    else:
+        experiments = budget
+    commands = []
+    gpu_counts: set[int] = set()
+    for i, config in enumerate(grid(spec, limit=500)):
+        gpus = engine.gpus_for(spec, config)
+        gpu_counts.add(gpus)
+        if i < count:
+            launch = engine.launch(spec, config, host=host, port=port)
+            commands.append(PlannedCommand(config=dict(config), argv=list(launch.argv), gpus=gpus))
+    per_exp, notes = estimate_experiment_seconds(spec)
+    waves = math.ceil(experiments / body.search.parallelism)
+    return Plan(
+        name=spec.name,
+        generation=spec.generation(),
+        engine=body.engine.name,
+        flag_table_version=engine.flags.version,
+        backend=body.backend.kind,
+        strategy=body.search.strategy,
+        axes=[
+            {"name": a.name, "size": None if a.values is None else len(a.values), "values": a.values}
+            if a.values is not None
+            else {"name": a.name, "size": None, "low": a.param.low if a.param else None,
+                  "high": a.param.high if a.param else None, "log": bool(a.param and a.param.log)}
+            for a in axes(spec)
+        ],
+        raw_size=size,
+        feasible=feasible,
+        experiments=experiments,
+        parallelism=body.search.parallelism,
+        gpus_per_experiment=sorted(gpu_counts),
+        commands=commands,
+        seconds_per_experiment=per_exp,
+        seconds_total=per_exp * waves,
+        assumptions=notes,
+    )
