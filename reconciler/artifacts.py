@@ -1,0 +1,180 @@
+"""``best/``: the winning configuration as ready-to-use artifacts.
+
+* ``command.sh`` — the engine command line (an argument list, quoted for a shell only here);
+* ``docker-run.sh`` — ``docker run`` of the engine's image with the *container* arguments (the
+  image's entrypoint already is the server; the original system doubled ``vllm serve``);
+* ``deployment.yaml`` — a Kubernetes Deployment + Service with the same arguments, GPU requests
+  and a readiness probe; secrets referenced from a Secret, never inlined;
+* ``engine-args.json`` — the engine flags as data, plus the metrics that made it win;
+* ``pareto.json`` — every Pareto-optimal configuration when the spec has several objectives.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import yaml
+
+from backends.engines import get_engine
+from backends.engines.base import LaunchPlan
+from specs.model import EnvFrom, TuningSpec
+from specs.records import ExperimentRecord
+
+PORT = 8000
+
+#: default images when the spec gives none (docker hub / NGC names of the official images)
+DEFAULT_IMAGES = {
+    "vllm": "vllm/vllm-openai:{tag}",
+    "sglang": "lmsysorg/sglang:{tag}",
+    "trtllm": "nvcr.io/nvidia/tensorrt-llm/release:{tag}",
+}
+
+
+def image_for(spec: TuningSpec, plan: LaunchPlan) -> str | None:
+    engine = spec.spec.engine
+    if engine.image:
+        return engine.image
+    if plan.image:
+        return plan.image
+    template = DEFAULT_IMAGES.get(engine.name)
+    if template is None:
+        return None
+    tag = f"v{engine.version}" if engine.version and engine.name != "trtllm" else (engine.version or "latest")
+    return template.format(tag=tag)
+
+
+def _secret_name(var: str) -> str:
+    return var.lower().replace("_", "-")
+
+
+def env_lines(spec: TuningSpec) -> list[tuple[str, str | None]]:
+    """(name, literal value or None for a secret reference)."""
+    return [(k, None if isinstance(v, EnvFrom) else v) for k, v in spec.spec.engine.env.items()]
+
+
+def render(spec: TuningSpec, record: ExperimentRecord, pareto: list[ExperimentRecord] | None = None) -> dict[str, str]:
+    engine = get_engine(spec.spec.engine.name, spec.spec.engine.variant)
+    plan = engine.launch(spec, record.config, host="0.0.0.0", port=PORT)
+    gpus = engine.gpus_for(spec, record.config)
+    image = image_for(spec, plan)
+    files: dict[str, str] = {}
+    env = env_lines(spec)
+
+    exports = "".join(
+        f"# export {k}=...   (secret: set it in your environment)\n" if v is None else f"export {k}={shlex.quote(v)}\n"
+        for k, v in env
+    )
+    files["command.sh"] = (
+        "#!/bin/sh\n"
+        f"# Best configuration of {spec.name} (experiment {record.id}, generation {record.generation}).\n"
+        + exports
+        + shlex.join(plan.argv)
+        + "\n"
+    )
+
+    if image:
+        docker = ["docker", "run", "--rm", "-p", f"{PORT}:{PORT}", "--ipc=host"]
+        if gpus:
+            docker += ["--gpus", f'"device={",".join(str(i) for i in range(gpus))}"']
+        for k, v in env:
+            docker += ["-e", k if v is None else f"{k}={v}"]
+        docker += [image, *plan.container_args]
+        files["docker-run.sh"] = "#!/bin/sh\n" + shlex.join(docker) + "\n"
+        files["deployment.yaml"] = _deployment(spec, image, plan, gpus)
+    else:
+        files["docker-run.sh"] = f"# {spec.spec.engine.name} has no container image; run command.sh instead.\n"
+
+    files["engine-args.json"] = (
+        json.dumps(
+            {
+                "spec": spec.name,
+                "experiment": record.id,
+                "generation": record.generation,
+                "engine": record.engine,
+                "model": record.model,
+                "config": record.config,
+                "engineFlags": record.engine_flags,
+                "argv": plan.argv,
+                "containerArgs": plan.container_args,
+                "image": image,
+                "gpus": gpus,
+                "summary": record.summary,
+                "objectives": [o.model_dump() for o in record.objectives],
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    if pareto is not None and len(spec.spec.objectives) > 1:
+        files["pareto.json"] = (
+            json.dumps(
+                [
+                    {
+                        "experiment": r.id,
+                        "config": r.config,
+                        "objectives": [o.model_dump() for o in r.objectives],
+                        "command": shlex.join(engine.launch(spec, r.config, host="0.0.0.0", port=PORT).argv),
+                    }
+                    for r in pareto
+                ],
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
+    return files
+
+
+def _deployment(spec: TuningSpec, image: str, plan: LaunchPlan, gpus: int) -> str:
+    name = spec.name
+    env: list[dict[str, Any]] = []
+    for k, v in env_lines(spec):
+        if v is None:
+            env.append({"name": k, "valueFrom": {"secretKeyRef": {"name": _secret_name(k), "key": k}}})
+        else:
+            env.append({"name": k, "value": v})
+    container: dict[str, Any] = {
+        "name": "engine",
+        "image": image,
+        "args": plan.container_args,
+        "ports": [{"containerPort": PORT, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": plan.health_paths[0], "port": PORT}, "periodSeconds": 10},
+        "startupProbe": {
+            "httpGet": {"path": plan.health_paths[0], "port": PORT},
+            "periodSeconds": 10,
+            "failureThreshold": max(1, int(spec.spec.backend.startup_timeout // 10)),
+        },
+        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
+    }
+    if env:
+        container["env"] = env
+    if gpus:
+        resource = getattr(spec.spec.backend, "gpu_resource", "nvidia.com/gpu")
+        container["resources"] = {"limits": {resource: gpus}, "requests": {resource: gpus}}
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "autotuner"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [container],
+                    "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"selector": {"app.kubernetes.io/name": name}, "ports": [{"port": PORT, "targetPort": "http"}]},
+    }
+    return yaml.safe_dump_all([deployment, service], sort_keys=False)

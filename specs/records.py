@@ -1,0 +1,125 @@
+"""The JSON files the tool writes under ``results/<name>/`` (ARCHITECTURE.md section 4).
+
+They live in ``specs`` because both the reconciler (which writes them) and the report (which
+reads them, and may import only ``specs``) need the same schema. Readers ignore unknown fields,
+so an older report can read a newer record; every file carries ``schemaVersion``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+ExperimentState = Literal["COMPLETE", "FAILED", "PRUNED"]
+FailureKind = Literal[
+    "startup_crash", "oom", "readiness_timeout", "crashed", "benchmark_errors", "timeout", "invalid_config",
+    "not_measured", "interrupted", "backend_error",
+]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class GpuRecord(_Record):
+    model: str | None = None
+    count: int = 0
+    ids: list[int] = Field(default_factory=list)
+    driver: str | None = None
+    memory_mib: int | None = None
+
+
+class LoadPointRecord(_Record):
+    load_kind: str
+    load_value: float
+    metrics: dict[str, float | None]
+    source: str = "autotuner"
+    notes: list[str] = Field(default_factory=list)
+    errors: dict[str, int] = Field(default_factory=dict)
+    slo: list[dict[str, Any]] = Field(default_factory=list)
+    feasible: bool | None = None
+
+
+class FailureRecord(_Record):
+    kind: str
+    reason: str
+    log_tail: str = ""
+    exit_code: int | None = None
+
+
+class ObjectiveRecord(_Record):
+    metric: str
+    direction: Literal["minimize", "maximize"]
+    raw: float | None
+    value: float | None
+
+
+class ExperimentRecord(_Record):
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
+    tool_version: str = Field(alias="toolVersion")
+    id: str
+    spec: str
+    generation: str
+    trial: int | None = None
+    state: ExperimentState
+    simulated: bool = False
+    baseline: bool = False
+    config: dict[str, Any]
+    config_hash: str = Field(alias="configHash")
+    engine_flags: dict[str, Any] = Field(default_factory=dict, alias="engineFlags")
+    command: list[str] = Field(default_factory=list)
+    engine: dict[str, Any] = Field(default_factory=dict)
+    backend: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    gpu: GpuRecord = Field(default_factory=GpuRecord)
+    workload: dict[str, Any] = Field(default_factory=dict)
+    load_points: list[LoadPointRecord] = Field(default_factory=list, alias="loadPoints")
+    summary_index: int | None = Field(default=None, alias="summaryIndex")
+    feasible: bool | None = None
+    summary: dict[str, float | None] = Field(default_factory=dict)
+    slo: list[dict[str, Any]] = Field(default_factory=list)
+    objectives: list[ObjectiveRecord] = Field(default_factory=list)
+    constraints: list[float] = Field(default_factory=list)
+    failure: FailureRecord | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    started_at: str | None = Field(default=None, alias="startedAt")
+    finished_at: str | None = Field(default=None, alias="finishedAt")
+    reused_from: str | None = Field(default=None, alias="reusedFrom")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Condition(_Record):
+    type: Literal["Ready", "Reconciling", "Stalled"]
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str = Field(alias="lastTransitionTime")
+
+
+class StatusRecord(_Record):
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
+    tool_version: str = Field(alias="toolVersion")
+    spec: str
+    title: str | None = None
+    engine: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: str | None = Field(default=None, alias="observedGeneration")
+    last_applied_revision: str | None = Field(default=None, alias="lastAppliedRevision")
+    spec_file: str | None = Field(default=None, alias="specFile")
+    counts: dict[str, int] = Field(default_factory=dict)
+    max_experiments: int | None = Field(default=None, alias="maxExperiments")
+    objectives: list[dict[str, Any]] = Field(default_factory=list)
+    best: list[dict[str, Any]] = Field(default_factory=list)
+    problems: list[dict[str, Any]] = Field(default_factory=list)
+    updated_at: str | None = Field(default=None, alias="updatedAt")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
