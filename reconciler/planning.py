@@ -119,10 +119,14 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
         experiments = budget
     commands = []
     gpu_counts: set[int] = set()
-    for i, config in enumerate(grid(spec, limit=500)):
+    shown = 0
+    for config in grid(spec, limit=500):
+        if engine.config_problems(spec, config):
+            continue  # the engine would refuse it: the study skips it too
         gpus = engine.gpus_for(spec, config)
         gpu_counts.add(gpus)
-        if i < count:
+        if shown < count:
+            shown += 1
             launch = engine.launch(spec, config, host=host, port=port)
             commands.append(PlannedCommand(config=dict(config), argv=list(launch.argv), gpus=gpus))
     per_exp, notes = estimate_experiment_seconds(spec)

@@ -21,7 +21,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from specs.errors import SpecError, SpecProblem
-from specs.model import TuningSpec
+from specs.constraints import ConstraintError, parse_constraint
+from specs.model import PARALLEL_BOOL_FIELDS, PARALLEL_FIELDS, QUANT_FIELDS, TuningSpec
 from specs.suggest import did_you_mean
 
 MAX_BYTES = 1024 * 1024
@@ -124,7 +125,11 @@ class _Converter:
 
 def parse_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
     """Parse one YAML document into plain data and a path → line map; raise :class:`SpecError`."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise SpecError([SpecProblem(file, line, "", f"invalid YAML: {exc.reason} (character {exc.character:#x})")]) from None
     try:
         try:
             node = loader.get_single_node()
@@ -174,7 +179,39 @@ def load_spec_text(text: str | bytes, file: str = "<string>") -> LoadedSpec:
         spec = TuningSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_problems(exc, data, lines, file)) from None
-    return LoadedSpec(spec=spec, file=file, lines=lines, sha256=hashlib.sha256(raw).hexdigest())
+    loaded = LoadedSpec(spec=spec, file=file, lines=lines, sha256=hashlib.sha256(raw).hexdigest())
+    problems = check_semantics(loaded)
+    if problems:
+        raise SpecError(problems)
+    return loaded
+
+
+def check_semantics(loaded: LoadedSpec) -> list[SpecProblem]:
+    """Rules across fields, located at the exact field (a pydantic model validator could only
+    point at the enclosing mapping)."""
+    body = loaded.spec.spec
+    search = body.search
+    problems = []
+    for name in sorted(set(search.parameters) & set(body.engine.args)):
+        problems.append(loaded.problem(
+            ("spec", "search", "parameters", name),
+            f"{name!r} is both fixed in engine.args and searched in search.parameters: keep one",
+        ))
+    if search.strategy == "grid":
+        for name, p in search.parameters.items():
+            if p.grid() is None:
+                problems.append(loaded.problem(
+                    ("spec", "search", "parameters", name),
+                    f"strategy 'grid' needs a finite space, but {name!r} is a continuous range: "
+                    "add 'step' or use 'values'",
+                ))
+    names = set(search.parameters) | set(PARALLEL_FIELDS) | set(PARALLEL_BOOL_FIELDS) | set(QUANT_FIELDS)
+    for i, expr in enumerate(search.constraints):
+        try:
+            parse_constraint(expr, names)
+        except ConstraintError as exc:
+            problems.append(loaded.problem(("spec", "search", "constraints", i), str(exc)))
+    return problems
 
 
 def load_spec(path: str | os.PathLike[str]) -> LoadedSpec:

@@ -16,9 +16,8 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from specs.constraints import ConstraintError, parse_constraint
 from specs.durations import Duration
 from specs.metrics import ALL_METRICS, NATURAL_DIRECTION, SLO_METRICS
 from specs.suggest import did_you_mean
@@ -147,7 +146,7 @@ class EngineSpec(_Strict):
 
 # --------------------------------------------------------------------------------------------- backend
 
-Gpus = Literal["auto"] | int | list[int]
+Gpus = Literal["auto"] | StrictInt | list[StrictInt]
 
 
 class _BackendBase(_Strict):
@@ -544,27 +543,6 @@ class SpecBody(_Strict):
         if len(set(metrics)) != len(metrics):
             raise ValueError("each objective metric may appear once")
         return v
-
-    @model_validator(mode="after")
-    def _cross(self) -> SpecBody:
-        search = self.search
-        clash = sorted(set(search.parameters) & set(self.engine.args))
-        if clash:
-            raise ValueError(f"{clash[0]!r} is both fixed in engine.args and searched in search.parameters")
-        if search.strategy == "grid":
-            continuous = [n for n, p in search.parameters.items() if p.grid() is None]
-            if continuous:
-                raise ValueError(
-                    f"strategy 'grid' needs a finite space, but {continuous[0]!r} is a continuous range: "
-                    "add 'step' or use 'values'"
-                )
-        names = set(search.parameters) | set(PARALLEL_FIELDS) | set(PARALLEL_BOOL_FIELDS) | set(QUANT_FIELDS)
-        for i, expr in enumerate(search.constraints):
-            try:
-                parse_constraint(expr, names)
-            except ConstraintError as exc:
-                raise ValueError(f"constraints[{i}]: {exc}") from None
-        return self
 
 
 class TuningSpec(_Strict):

@@ -8,17 +8,24 @@ accepts. A configuration is a flat ``dict`` keyed by search-axis name (see
 Every engine has a flag table (``flags/<engine>.json``) copied from that engine's own source, with
 the engine version it came from; the mapping is checked against it so that a command line never
 carries a flag the engine does not know.
+
+Two kinds of "no": a *spec* problem is located in the YAML (:meth:`Engine.check`, and
+``backends.validation.check_spec`` for everything that needs the whole search space); a
+*configuration* problem (:class:`Rejection`) says why one point of the space cannot run on this
+engine, e.g. ``tp=2, dp=4`` with SGLang's dp-attention. Launching a rejected configuration raises
+:class:`ConfigRejected` instead of producing a command line the engine would refuse.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, Literal, Protocol
 
-from specs.errors import SpecProblem
+from specs.errors import SpecProblem, UserError
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
 
@@ -26,6 +33,7 @@ Config = dict[str, Scalar]
 FlagType = Literal["int", "float", "str", "bool", "path", "json"]
 #: ``optional``: ``--x``/``--no-x`` (argparse BooleanOptionalAction);
 #: ``store_true``: bare ``--x`` when true, omitted when false;
+#: ``store_false``: bare ``--x`` when false, omitted when true;
 #: ``value``: ``--x true``/``--x false`` (pydantic-settings and click style)
 BoolStyle = Literal["optional", "store_true", "store_false", "value"]
 
@@ -36,11 +44,13 @@ class FlagInfo:
     type: FlagType
     choices: tuple[Scalar, ...] | None = None
     bool_style: BoolStyle | None = None
-    #: for store_true flags that have a separate negative flag, e.g. SGLang ``disable-radix-cache``
     help: str = ""
+    #: other spellings the engine accepts for the same option (``tp-size`` for SGLang's
+    #: ``--tensor-parallel-size``); users may write any of them, the command line uses :attr:`name`
+    aliases: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FlagTable:
     engine: str
     version: str
@@ -48,17 +58,33 @@ class FlagTable:
     #: how flags are spelled on the command line: ``--max-num-seqs`` or ``--max_num_seqs``
     separator: Literal["-", "_"]
     flags: dict[str, FlagInfo] = field(default_factory=dict)
+    #: caveats about where the table came from (e.g. the exact revision that was read)
+    note: str = ""
+    _by_key: dict[str, FlagInfo] = field(init=False, repr=False, default_factory=dict)
 
-    def key(self, name: str) -> str:
+    def __post_init__(self) -> None:
+        # Built once: tables are immutable singletons (``load_flag_table`` caches them), so the
+        # index never goes stale. Aliases index to the same FlagInfo as the canonical name.
+        index: dict[str, FlagInfo] = {}
+        for info in self.flags.values():
+            for spelling in (info.name, *info.aliases):
+                index[self.key(spelling)] = info
+        object.__setattr__(self, "_by_key", index)  # frozen: the one write, at construction
+
+    @staticmethod
+    def key(name: str) -> str:
         """Normalized lookup key: dashes and underscores are the same to users."""
         return name.replace("_", "-").lower()
 
     def get(self, name: str) -> FlagInfo | None:
-        return self._index().get(self.key(name))
+        return self._by_key.get(self.key(name))
 
-    @cache  # noqa: B019  (tables are immutable singletons)
-    def _index(self) -> dict[str, FlagInfo]:
-        return {self.key(n): f for n, f in self.flags.items()}
+    def names(self) -> list[str]:
+        """Every spelling users may write (canonical names and aliases), for "did you mean"."""
+        out: list[str] = []
+        for info in self.flags.values():
+            out += [info.name, *info.aliases]
+        return out
 
     def spell(self, name: str) -> str:
         info = self.get(name)
@@ -78,11 +104,17 @@ def load_flag_table(engine: str) -> FlagTable:
             choices=tuple(spec["choices"]) if spec.get("choices") is not None else None,
             bool_style=spec.get("bool_style"),
             help=spec.get("help", ""),
+            aliases=tuple(spec.get("aliases", ())),
         )
         for name, spec in data["flags"].items()
     }
     return FlagTable(
-        engine=data["engine"], version=data["version"], source=data["source"], separator=data["separator"], flags=flags
+        engine=data["engine"],
+        version=data["version"],
+        source=data["source"],
+        separator=data["separator"],
+        flags=flags,
+        note=data.get("note", ""),
     )
 
 
@@ -92,7 +124,7 @@ class LaunchPlan:
 
     #: the full command line, an argument list (never a shell string)
     argv: list[str]
-    #: extra environment (secrets stay references until the backend resolves them)
+    #: extra environment with literal values
     env: dict[str, str]
     gpus: int
     world_size: int
@@ -103,11 +135,44 @@ class LaunchPlan:
     reset_cache_path: str | None = None
     #: name the OpenAI API must be called with
     served_model: str = ""
-    #: argv without the executable prefix, for ``docker run IMAGE ...`` where the image's
-    #: entrypoint already is the server (the original system doubled ``vllm serve``)
+    #: what follows ``docker run IMAGE`` (or a pod's ``args``): argv without the executable prefix
+    #: where the image's entrypoint already is the server (the original system doubled ``vllm
+    #: serve``), the whole command where the image has no server entrypoint (SGLang, TRT-LLM)
     container_args: list[str] = field(default_factory=list)
     image: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: files the engine reads, by path relative to its working directory → content; the backend
+    #: writes them into the experiment's working directory (and mounts it in containers) before
+    #: starting the engine. TensorRT-LLM's ``--extra_llm_api_options`` YAML is one.
+    files: dict[str, str] = field(default_factory=dict)
+    #: secrets by reference: variable to set in the engine → variable of the daemon's environment
+    #: to read it from; resolved by the backend at start, never written to a record
+    env_from: dict[str, str] = field(default_factory=dict)
+    #: the GPUs are simulated (the sim engine): count them for per-GPU metrics, lease none
+    simulated: bool = False
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one configuration cannot run on an engine.
+
+    :attr:`fields` names what caused it, most responsible first: search-axis names
+    (``parallel.dp``, ``quant.preset``, ``max-num-seqs``) or spec places written as dotted paths
+    under ``spec`` (``engine.args.tp-size``, ``model.servedName``, ``backend.gpus``), so that
+    ``check_spec`` can point at the YAML line.
+    """
+
+    message: str
+    fields: tuple[str, ...] = ()
+
+
+class ConfigRejected(UserError):
+    """A configuration the engine would refuse; :attr:`rejections` says why."""
+
+    def __init__(self, engine: str, rejections: list[Rejection]) -> None:
+        self.engine = engine
+        self.rejections = list(rejections)
+        super().__init__(f"{engine}: " + "; ".join(r.message for r in self.rejections))
 
 
 class Engine(Protocol):
@@ -116,6 +181,9 @@ class Engine(Protocol):
     * :meth:`launch` is pure: same spec and config, same argv. It never starts anything.
     * Every ``--flag`` in ``argv`` exists in :attr:`flags` (the contract test checks it).
     * :meth:`check` reports every problem of a spec for this engine, located; it never raises.
+    * :meth:`config_problems` is empty exactly when :meth:`resolve` and :meth:`launch` succeed
+      for a configuration of a spec that passed :meth:`check`; they raise :class:`ConfigRejected`
+      otherwise. :meth:`gpus_for` never raises: it counts what the parallel settings ask for.
     """
 
     name: str
@@ -123,10 +191,22 @@ class Engine(Protocol):
 
     def check(self, loaded: LoadedSpec) -> list[SpecProblem]: ...
 
-    def resolve(self, spec: TuningSpec, config: Config) -> dict[str, Scalar]:
+    def config_problems(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> list[Rejection]:
+        """Why this configuration cannot run (engine rules: parallel combinations, quantization
+        support, a flag set twice); empty when it can."""
+        ...
+
+    def rule_flags(self) -> frozenset[str]:
+        """Canonical names of engine flags that :meth:`config_problems` or :meth:`gpus_for` read
+        (raw parallel flags, flags that quantization rules depend on)."""
+        ...
+
+    def resolve(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> dict[str, Scalar]:
         """The engine flags (normalized name → value) a configuration turns into, after presets."""
         ...
 
-    def gpus_for(self, spec: TuningSpec, config: Config) -> int: ...
+    def gpus_for(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> int: ...
 
-    def launch(self, spec: TuningSpec, config: Config, *, host: str, port: int) -> LaunchPlan: ...
+    def launch(
+        self, spec: TuningSpec, config: Mapping[str, Scalar], *, host: str, port: int
+    ) -> LaunchPlan: ...

@@ -1,7 +1,9 @@
 """``autotuner`` command line (ARCHITECTURE.md section 2).
 
 Each subcommand is a module of this package with ``add_parser(subparsers)`` and
-``run(args) -> int``; this file only wires them. Exit codes: 0 ok, 1 the input or the work
+``run(args) -> int``; this file only wires them. Subcommand modules import their heavy
+dependencies inside ``run`` so that ``autotuner --help`` stays fast and one command's missing
+optional dependency never breaks another. Exit codes: 0 ok, 1 the input or the work
 failed, 2 usage error (argparse).
 """
 

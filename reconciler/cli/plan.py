@@ -6,9 +6,7 @@ import argparse
 import math
 import sys
 
-from reconciler.checking import load_checked
 from reconciler.cli._common import print_json, print_problems
-from reconciler.planning import build_plan
 from specs.durations import format_duration
 from specs.errors import SpecError
 
@@ -27,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.checking import load_checked
+    from reconciler.planning import build_plan
     try:
         loaded = load_checked(args.spec)
     except SpecError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reconciler.checking import check_paths
 from reconciler.cli._common import print_json, print_problems
 from specs.errors import SpecError
 
@@ -24,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.checking import check_paths
     results = check_paths(args.paths)
     if not results:
         print(f"error: no spec files (*.yaml, *.yml) found in {' '.join(args.paths)}", file=sys.stderr)

@@ -1,0 +1,387 @@
+"""What the five engine mappings share: one pipeline from a configuration to a command line.
+
+``_build`` is the single path every public method goes through, so that ``plan`` shows exactly
+the argv that ``run`` starts and ``check_spec`` rejects exactly what ``launch`` would refuse:
+
+1. engine flags: fixed ``engine.args`` first, then the configuration's flag axes on top, each
+   looked up in the flag table (aliases folded to the canonical name), type- and choice-checked;
+2. parallelism (:mod:`backends.engines.parallel`): preset, fields, raw parallel flags, rules;
+3. quantization (:mod:`backends.engines.quantization`): preset, fields, the engine's mapper;
+4. the merged flags in a fixed order (parallel, quantization, then the rest by name), so that the
+   same configuration always gives the same argv whatever order its dict came in.
+
+Subclasses only say how their command starts (executable, model, host and port), which flags
+the autotuner owns, and what their model block cannot express.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import yaml
+
+from backends.engines import parallel, quantization
+from backends.engines.base import ConfigRejected, FlagInfo, FlagTable, LaunchPlan, Rejection, load_flag_table
+from backends.engines.values import check_value, render_flag
+from specs.errors import SpecProblem
+from specs.loader import LoadedSpec
+from specs.model import EnvFrom, ParamSpec, Scalar, TuningSpec
+from specs.suggest import closest
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Built:
+    """One configuration, mapped."""
+
+    #: canonical flag name → value, in command-line order
+    flags: dict[str, Scalar]
+    llm_api: dict[str, Any]
+    parallel: parallel.ParallelSettings
+    #: engine rules the configuration breaks (see :meth:`TableEngine.config_problems`)
+    rejections: list[Rejection] = field(default_factory=list)
+    #: flag-level problems: unknown, reserved or badly typed flags, model fields the engine lacks
+    invalid: list[Rejection] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw: dict[str, tuple[Scalar, str]] = field(default_factory=dict)
+
+
+def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class TableEngine:
+    """Base of the engine mappings; see the module docstring."""
+
+    name: str
+    #: how messages name the engine ("vLLM")
+    title: ClassVar[str]
+    #: flags/<table_name>.json
+    table_name: ClassVar[str]
+    reset_cache_path: ClassVar[str | None] = None
+    health_paths: ClassVar[tuple[str, ...]] = ("/health", "/v1/models")
+    #: environment every instance gets
+    base_env: ClassVar[Mapping[str, str]] = {}
+    base_notes: ClassVar[tuple[str, ...]] = ()
+    simulated: ClassVar[bool] = False
+    #: where TensorRT-LLM's LLM API options go, relative to the engine's working directory
+    LLM_API_FILE: ClassVar[str] = "extra_llm_api_options.yaml"
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.variant = variant
+        self.flags: FlagTable = load_flag_table(self.table_name)
+
+    # ----------------------------------------------------------------------------------------- hooks
+
+    def command(self) -> list[str]:
+        """The executable and its subcommand on the host (``["vllm", "serve"]``)."""
+        raise NotImplementedError
+
+    def container_command(self) -> list[str]:
+        """What precedes the arguments after ``docker run IMAGE``: empty where the image's
+        entrypoint is the server."""
+        raise NotImplementedError
+
+    def model_argv(self, spec: TuningSpec) -> list[str]:
+        """Model, tokenizer, revision and served name, as this engine takes them."""
+        raise NotImplementedError
+
+    def reserved(self) -> dict[str, str]:
+        """Flags the autotuner sets itself → what to write instead."""
+        return {
+            "host": "the host is chosen by the deploy backend for each experiment; remove it",
+            "port": "the port is chosen by the autotuner for each experiment; remove it",
+        }
+
+    def model_problems(self, spec: TuningSpec) -> list[tuple[str, str]]:
+        """(``model.<field>``, message) for model settings this engine cannot express."""
+        return []
+
+    def extra_rule_flags(self) -> frozenset[str]:
+        return frozenset()
+
+    def gpus(self, built: Built) -> int:
+        return parallel.gpus(self.name, built.parallel)
+
+    def served_model(self, spec: TuningSpec) -> str:
+        return spec.spec.model.served_name or spec.spec.model.id
+
+    # ----------------------------------------------------------------------------------------- helpers
+
+    def spell(self, name: str) -> str:
+        return self.flags.spell(name)
+
+    def endpoint_argv(self, host: str, port: int) -> list[str]:
+        return [self.spell("host"), host, self.spell("port"), str(port)]
+
+    def _flag(self, name: str, value: Scalar) -> list[str]:
+        info = self.flags.get(name)
+        if info is None:  # a mapping emitting a flag its own table lacks is a bug, not a user error
+            raise KeyError(f"{self.name}: flag {name!r} is not in flags/{self.table_name}.json")
+        return render_flag(self.flags, info, value)
+
+    def unknown_message(self, name: str) -> str:
+        best = closest(name, self.flags.names())
+        hint = f"; did you mean {best!r}?" if best else ""
+        return f"{name!r} is not a flag of {self.title} {self.flags.version}{hint}"
+
+    def reserved_message(self, canonical: str) -> str:
+        return f"{self.spell(canonical)} cannot be set here: {self.reserved()[canonical]}"
+
+    def rule_flags(self) -> frozenset[str]:
+        names: set[str] = set(self.extra_rule_flags())
+        for flags in parallel.owned_flags(self.name).values():
+            names.update(flags)
+        for flags in quantization.owned_flags(self.name, self.variant).values():
+            names.update(flags)
+        return frozenset(names)
+
+    # ----------------------------------------------------------------------------------------- the pipeline
+
+    def _build(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> Built:
+        invalid: list[Rejection] = []
+        raw: dict[str, tuple[Scalar, str]] = {}
+        reserved = self.reserved()
+
+        def add(name: str, value: Scalar, origin: str) -> None:
+            info = self.flags.get(name)
+            if info is None:
+                invalid.append(Rejection(self.unknown_message(name), (origin,)))
+                return
+            if info.name in reserved:
+                invalid.append(Rejection(self.reserved_message(info.name), (origin,)))
+                return
+            problem = check_value(info, value)
+            if problem is not None:
+                invalid.append(Rejection(problem, (origin,)))
+                return
+            if info.name in raw and raw[info.name][1].startswith("engine.args.") == origin.startswith(
+                "engine.args."
+            ):
+                invalid.append(
+                    Rejection(
+                        f"{self.spell(info.name)} is given twice ({raw[info.name][1]} and {origin})",
+                        (origin,),
+                    )
+                )
+                return
+            raw[info.name] = (value, origin)
+
+        for name, value in spec.spec.engine.args.items():
+            add(name, value, f"engine.args.{name}")
+        quant_given: dict[str, Scalar] = {}
+        par_given: dict[str, Scalar] = {}
+        for key, value in config.items():
+            if key.startswith("quant."):
+                quant_given[key.removeprefix("quant.")] = value
+            elif key.startswith("parallel."):
+                par_given[key.removeprefix("parallel.")] = value
+            else:
+                add(key, value, key)
+        for where, message in self.model_problems(spec):
+            invalid.append(Rejection(message, (where,)))
+
+        par = parallel.resolve(self.name, par_given, raw)
+        quant = quantization.resolve(
+            quant_given,
+            quantization.QuantContext(engine=self.name, table=self.flags, raw=raw, variant=self.variant),
+        )
+        flags: dict[str, Scalar] = {}
+        flags.update(par.flags)
+        flags.update(quant.flags)
+        for name in sorted(raw):
+            flags.setdefault(name, raw[name][0])
+        rejections = [*par.rejections, *quant.rejections]
+        llm_api = _deep_merge(par.llm_api, quant.llm_api)
+        if llm_api:
+            if "extra_llm_api_options" in raw:
+                rejections.append(
+                    Rejection(
+                        f"{self.spell('extra_llm_api_options')} is given directly, but "
+                        f"{', '.join(sorted(llm_api))} need the autotuner's own LLM API file: move your "
+                        "options into the spec or drop them",
+                        (raw["extra_llm_api_options"][1],),
+                    )
+                )
+            else:
+                flags["extra_llm_api_options"] = self.LLM_API_FILE
+        return Built(
+            flags=flags,
+            llm_api=llm_api,
+            parallel=par.settings,
+            rejections=rejections,
+            invalid=invalid,
+            notes=[*self.base_notes, *quant.notes],
+            raw=raw,
+        )
+
+    def _strict(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> Built:
+        built = self._build(spec, config)
+        if built.invalid or built.rejections:
+            raise ConfigRejected(self.name, [*built.invalid, *built.rejections])
+        return built
+
+    # ----------------------------------------------------------------------------------------- protocol
+
+    def config_problems(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> list[Rejection]:
+        return self._build(spec, config).rejections
+
+    def resolve(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> dict[str, Scalar]:
+        return dict(self._strict(spec, config).flags)
+
+    def gpus_for(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> int:
+        return self.gpus(self._build(spec, config))
+
+    def launch(self, spec: TuningSpec, config: Mapping[str, Scalar], *, host: str, port: int) -> LaunchPlan:
+        built = self._strict(spec, config)
+        args = self.model_argv(spec) + self.endpoint_argv(host, port)
+        for name, value in built.flags.items():
+            args += self._flag(name, value)
+        env = dict(self.base_env)
+        env_from: dict[str, str] = {}
+        for key, setting in spec.spec.engine.env.items():
+            if isinstance(setting, EnvFrom):
+                env_from[key] = setting.from_env
+            else:
+                env[key] = setting
+        files = {}
+        if built.llm_api:
+            files[self.LLM_API_FILE] = yaml.safe_dump(built.llm_api, sort_keys=True, default_flow_style=False)
+        gpus = self.gpus(built)
+        return LaunchPlan(
+            argv=self.command() + args,
+            env=env,
+            gpus=gpus,
+            world_size=max(gpus, 1),
+            port=port,
+            health_paths=self.health_paths,
+            reset_cache_path=self.reset_cache_path,
+            served_model=self.served_model(spec),
+            container_args=self.container_command() + args,
+            image=spec.spec.engine.image,
+            notes=list(dict.fromkeys(built.notes)),
+            files=files,
+            env_from=env_from,
+            simulated=self.simulated,
+        )
+
+    # ----------------------------------------------------------------------------------------- static checks
+
+    def check(self, loaded: LoadedSpec) -> list[SpecProblem]:
+        """Flag-level problems of the spec, located; combination rules are checked over the whole
+        search space by ``backends.validation.check_spec``."""
+        spec = loaded.spec
+        body = spec.spec
+        problems: list[SpecProblem] = []
+        for where, message in self.model_problems(spec):
+            problems.append(loaded.problem(("spec", *where.split(".")), message))
+        canonical: dict[str, list[Path_]] = {}
+        for name, value in body.engine.args.items():
+            path: Path_ = ("spec", "engine", "args", name)
+            info = self._known(loaded, path, name, problems)
+            if info is None:
+                continue
+            canonical.setdefault(info.name, []).append(path)
+            problem = check_value(info, value)
+            if problem is not None:
+                problems.append(loaded.problem(path, problem))
+        for name, param in body.search.parameters.items():
+            path = ("spec", "search", "parameters", name)
+            info = self._known(loaded, path, name, problems)
+            if info is None:
+                continue
+            canonical.setdefault(info.name, []).append(path)
+            problems += self._check_param(loaded, path, info, param)
+        for flag, paths in canonical.items():
+            for path in paths[1:]:
+                problems.append(
+                    loaded.problem(
+                        path, f"{self.spell(flag)} is given twice (as {paths[0][-1]!r} and {path[-1]!r})"
+                    )
+                )
+        problems += self._static_conflicts(loaded, canonical)
+        return problems
+
+    def _known(
+        self, loaded: LoadedSpec, path: Path_, name: str, problems: list[SpecProblem]
+    ) -> FlagInfo | None:
+        info = self.flags.get(name)
+        if info is None:
+            problems.append(loaded.problem(path, self.unknown_message(name)))
+            return None
+        if info.name in self.reserved():
+            problems.append(loaded.problem(path, self.reserved_message(info.name)))
+            return None
+        return info
+
+    def _check_param(
+        self, loaded: LoadedSpec, path: Path_, info: FlagInfo, param: ParamSpec
+    ) -> list[SpecProblem]:
+        shown = self.spell(info.name)
+        if param.values is not None:
+            out = []
+            for i, value in enumerate(param.values):
+                problem = check_value(info, value)
+                if problem is not None:
+                    out.append(loaded.problem((*path, "values", i), problem))
+            return out
+        if info.type not in ("int", "float"):
+            kind = {"bool": "boolean", "str": "string", "path": "path", "json": "JSON"}[info.type]
+            return [
+                loaded.problem(
+                    path, f"{shown} is a {kind} flag: a low/high range needs a number flag; list values"
+                )
+            ]
+        if info.type == "int" and not param.is_int:
+            return [
+                loaded.problem(path, f"{shown} takes whole numbers (int): give integer low, high and step")
+            ]
+        if info.choices is not None:
+            grid = param.grid()
+            if grid is None:
+                return [
+                    loaded.problem(path, f"{shown} takes one of {list(info.choices)}: list them with values")
+                ]
+            bad = [v for v in grid if check_value(info, v) is not None]
+            if bad:
+                return [
+                    loaded.problem(
+                        path,
+                        f"this range gives {', '.join(map(str, bad[:5]))}, which {shown} does not take "
+                        f"(choices: {', '.join(map(str, info.choices))}): list the values instead",
+                    )
+                ]
+        return []
+
+    def _static_conflicts(
+        self, loaded: LoadedSpec, canonical: Mapping[str, list[Path_]]
+    ) -> list[SpecProblem]:
+        search = loaded.spec.spec.search
+        out: list[SpecProblem] = []
+        if search.parallel is not None:
+            for name, flags in parallel.owned_flags(self.name).items():
+                if getattr(search.parallel, name) is None:
+                    continue
+                for flag in flags:
+                    for path in canonical.get(flag, []):
+                        out.append(loaded.problem(path, parallel.twice_message(flag, name)))
+        if search.quantization is not None:
+            for name, flags in quantization.owned_flags(self.name, self.variant).items():
+                if getattr(search.quantization, name) is None:
+                    continue
+                for flag in flags:
+                    for path in canonical.get(flag, []):
+                        out.append(loaded.problem(path, quantization.twice_message(self.flags, flag, name)))
+        return out
+
+
+__all__ = ["Built", "TableEngine"]

@@ -1,0 +1,54 @@
+"""The simulated engine: ``python -m backends.sim --model NAME --host H --port P [flags]``.
+
+It takes vLLM's flag names (see ``flags/sim.json``), so a spec can be tried on the sim and then
+moved to vLLM. ``model.id`` is a name of the simulator's catalog and ``engine.args.gpu`` the
+simulated GPU. Its GPUs are simulated: :attr:`LaunchPlan.simulated` tells the backend to count
+them for per-GPU metrics and to lease none. In a container it runs through the autotuner's own
+CLI, ``autotuner engine sim``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from backends.engines.common import TableEngine
+from specs.model import TuningSpec
+
+
+class SimEngine(TableEngine):
+    name = "sim"
+    title = "the sim engine"
+    table_name = "sim"
+    reset_cache_path = "/reset_prefix_cache"
+    simulated = True
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "backends.sim"]
+
+    def container_command(self) -> list[str]:
+        return ["autotuner", "engine", "sim"]
+
+    def reserved(self) -> dict[str, str]:
+        return {
+            **super().reserved(),
+            "model": "the model comes from spec.model.id (a name of the sim catalog)",
+            "served-model-name": "set spec.model.servedName instead",
+        }
+
+    def model_problems(self, spec: TuningSpec) -> list[tuple[str, str]]:
+        model = spec.spec.model
+        out = []
+        if model.tokenizer:
+            out.append(("model.tokenizer", "the sim engine has no tokenizer setting: remove model.tokenizer"))
+        if model.revision != "main":
+            out.append(
+                ("model.revision", "the sim catalog's models have no revisions: remove model.revision")
+            )
+        return out
+
+    def model_argv(self, spec: TuningSpec) -> list[str]:
+        model = spec.spec.model
+        out = [self.spell("model"), model.id]
+        if model.served_name:
+            out += [self.spell("served-model-name"), model.served_name]
+        return out

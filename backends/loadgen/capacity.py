@@ -1,0 +1,187 @@
+"""Capacity mode: the highest load that still meets the SLOs, found by bisection.
+
+One experiment should answer "how much can this configuration serve within SLO" without the
+user guessing load levels. We measure ``low`` and ``high`` first; if ``low`` already fails there
+is no capacity, if ``high`` passes the capacity is at least ``high``. Otherwise we bisect in
+*log space* (the geometric mean of the bounds), because load effects are multiplicative: the
+difference between 4 and 8 streams matters as much as between 128 and 256. Concurrency levels
+are integers; we stop when ``high / low - 1 <= tolerance``, when the bounds are adjacent
+integers, or after ``max_steps`` levels between the two ends. Bisection assumes that passing is
+monotone in load, which holds for a server that is not being disturbed.
+
+A level passes when it has successful requests, every *hard* SLO metric is within its bound,
+and the error rate is within the ``error_rate`` SLO (all judged by :func:`specs.slo.evaluate`,
+like everywhere else). Without an ``error_rate`` SLO the allowed error rate is 0: a level that
+drops requests is over capacity, whatever the latencies of the requests that got through say
+(those are computed from successes only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from backends.loadgen.runner import Progress, run_load_point
+from backends.loadgen.target import PromptLike, TargetConfig
+from backends.measure import LoadPointResult
+from specs.model import SloBound
+from specs.slo import evaluate
+
+#: allowed error rate when the SLOs do not bound ``error_rate``
+DEFAULT_MAX_ERROR_RATE = 0.0
+
+
+def level_verdict(point: LoadPointResult, slo: Mapping[str, SloBound]) -> tuple[bool, list[str]]:
+    """Does this load point meet every hard SLO? Returns (passes, reasons it does not).
+
+    The SLO comparison is :func:`specs.slo.evaluate`, the one the study and the report use, so a
+    metric the level could not measure counts as a violation there and here alike.
+    """
+    m = point.metrics
+    reasons: list[str] = []
+    if not m.get("completed"):
+        reasons.append("no request succeeded")
+    if "error_rate" not in slo:
+        err = m.get("error_rate")
+        if err is not None and err > DEFAULT_MAX_ERROR_RATE:
+            reasons.append(f"error_rate {err:.3g} > {DEFAULT_MAX_ERROR_RATE:g} (no error_rate SLO given)")
+    for v in evaluate(m, slo):
+        if v.hard and not v.ok:
+            shown = "not measured" if v.value is None else f"{v.value:.4g}"
+            reasons.append(f"{v.metric} {shown} > {v.max:g}")
+    return (not reasons, reasons)
+
+
+@dataclass
+class CapacityResult:
+    """Every level measured (in order), and the best one that passed."""
+
+    by: Literal["concurrency", "request_rate"]
+    points: list[LoadPointResult]
+    passed: list[bool]
+    best: LoadPointResult | None
+    #: why the search ended, for people
+    summary: str
+    reasons: list[list[str]] = field(default_factory=list)
+
+    @property
+    def capacity(self) -> float | None:
+        return self.best.load_value if self.best is not None else None
+
+
+def _next_level(low: float, high: float, integer: bool) -> float | None:
+    mid = math.sqrt(low * high)
+    if integer:
+        mid = float(round(mid))
+        if mid <= low:
+            mid = low + 1
+        if mid >= high:
+            return None
+    return mid
+
+
+async def bisect(
+    measure: Callable[[float], Awaitable[LoadPointResult]],
+    verdict: Callable[[LoadPointResult], tuple[bool, list[str]]],
+    *,
+    by: Literal["concurrency", "request_rate"],
+    low: float,
+    high: float,
+    max_steps: int = 6,
+    tolerance: float = 0.1,
+    on_point: Callable[[LoadPointResult, bool, list[str]], None] | None = None,
+) -> CapacityResult:
+    """The search itself, independent of how a level is measured (tested with a fake ``measure``)."""
+    integer = by == "concurrency"
+    if integer:
+        low, high = float(max(1, math.ceil(low))), float(math.floor(high))
+    if not 0 < low < high:
+        raise ValueError(f"capacity search needs 0 < low < high, got low={low:g}, high={high:g}")
+    result = CapacityResult(by=by, points=[], passed=[], best=None, summary="")
+
+    async def probe(level: float) -> bool:
+        point = await measure(level)
+        ok, why = verdict(point)
+        result.points.append(point)
+        result.passed.append(ok)
+        result.reasons.append(why)
+        if ok and (result.best is None or point.load_value > result.best.load_value):
+            result.best = point
+        if on_point is not None:
+            on_point(point, ok, why)
+        return ok
+
+    if not await probe(low):
+        result.summary = f"even the lowest level ({low:g}) misses the SLOs: no capacity within SLO"
+        return result
+    if await probe(high):
+        result.summary = f"the highest level ({high:g}) meets the SLOs: capacity is at least {high:g}"
+        return result
+    steps = 0
+    while steps < max_steps and high / low - 1 > tolerance:
+        mid = _next_level(low, high, integer)
+        if mid is None:
+            break
+        steps += 1
+        if await probe(mid):
+            low = mid
+        else:
+            high = mid
+    result.summary = f"capacity {low:g} (meets the SLOs), {high:g} does not; {steps} bisection steps"
+    return result
+
+
+async def find_capacity(
+    target: TargetConfig,
+    requests: Sequence[PromptLike],
+    *,
+    by: Literal["concurrency", "rate", "request_rate"] = "concurrency",
+    low: float = 1,
+    high: float = 256,
+    max_steps: int = 6,
+    tolerance: float = 0.1,
+    slo: Mapping[str, SloBound] | None = None,
+    burstiness: float = 1.0,
+    warmup: int = 0,
+    seed: int = 0,
+    gpus: int = 1,
+    timeout_s: float = 300.0,
+    max_duration_s: float | None = None,
+    progress: Callable[[float], Progress | None] | None = None,
+    on_point: Callable[[LoadPointResult, bool, list[str]], None] | None = None,
+) -> CapacityResult:
+    """Bisect over concurrency or request rate for the highest level within the hard SLOs.
+
+    ``progress(level)`` may return a per-request progress callback for that level.
+    """
+    slo = dict(slo or {})
+    kind: Literal["concurrency", "request_rate"] = "concurrency" if by == "concurrency" else "request_rate"
+
+    async def measure(level: float) -> LoadPointResult:
+        return await run_load_point(
+            target,
+            requests,
+            concurrency=int(level) if kind == "concurrency" else None,
+            request_rate=level if kind == "request_rate" else None,
+            burstiness=burstiness,
+            warmup=warmup,
+            seed=seed,
+            gpus=gpus,
+            slo=slo,
+            timeout_s=timeout_s,
+            max_duration_s=max_duration_s,
+            progress=progress(level) if progress is not None else None,
+        )
+
+    return await bisect(
+        measure,
+        lambda point: level_verdict(point, slo),
+        by=kind,
+        low=low,
+        high=high,
+        max_steps=max_steps,
+        tolerance=tolerance,
+        on_point=on_point,
+    )

@@ -1,0 +1,150 @@
+"""The long-running reconciler that systemd runs (``autotuner daemon``).
+
+Triggers: an APScheduler interval job with jitter (so that many hosts polling one remote do not
+fetch in lockstep), plus, for a repository on a local path, a watchfiles watcher on its files
+that ignores ``results/``, the site and ``.git``. Either sets one event; the main loop runs a
+pass when it is set, and in between commits finished work, pings the systemd watchdog and
+publishes a STATUS line.
+
+SIGTERM: stop scheduling, ask every study to stop (each tears its engines down and leaves its
+checkpoint consistent: in-flight trials are re-queued on the next start), commit what was
+written, send STOPPING=1, exit 0 — well within ``TimeoutStopSec``.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from reconciler.reconcile import Backoff, PassReport, Reconciler
+from reconciler.sdnotify import Notifier
+from reconciler.session import open_session
+from reconciler.git import mask
+from reconciler.workspace import Workspace
+from specs.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DaemonConfig:
+    repo: str
+    branch: str = "main"
+    results_branch: str | None = None
+    interval: float = 60.0
+    state_dir: Path = Path("/var/lib/autotuner")
+    site_dir: Path | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    max_parallel: int = 4
+    fake_gpus: str | None = None
+    push: bool = True
+    stop_timeout: float = 90.0
+
+
+def _summary(report: PassReport, running: int) -> str:
+    counts: dict[str, int] = {}
+    for action in report.actions.values():
+        counts[action] = counts.get(action, 0) + 1
+    parts = [f"{n} {a}" for a, n in sorted(counts.items())]
+    return f"rev {report.revision[:8]}: {len(report.actions)} spec(s)" + (f" ({', '.join(parts)})" if parts else "") + (
+        f", {running} study(ies) running" if running else ""
+    )
+
+
+def _watch_local(path: Path, trigger: threading.Event, stop: threading.Event) -> threading.Thread | None:
+    try:
+        import watchfiles
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+
+    def keep(change: watchfiles.Change, p: str) -> bool:
+        parts = Path(p).relative_to(path).parts if p.startswith(str(path)) else ()
+        return bool(parts) and parts[0] not in ("results", "site", ".git")
+
+    def loop() -> None:
+        for _ in watchfiles.watch(path, watch_filter=keep, stop_event=stop, raise_interrupt=False, debounce=500):
+            trigger.set()
+
+    thread = threading.Thread(target=loop, name="watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int:
+    faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack to the journal
+    stop = stop or threading.Event()
+    trigger = threading.Event()
+    trigger.set()  # first pass at once
+    notifier = Notifier()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(daemon=True)
+    scheduler.add_job(trigger.set, "interval", seconds=cfg.interval, jitter=max(1, int(cfg.interval * 0.1)),
+                      id="poll", max_instances=1, coalesce=True)
+    scheduler.start()
+    local = Path(cfg.repo)
+    if "://" not in cfg.repo and local.is_dir():
+        _watch_local(local.resolve(), trigger, stop)
+
+    ready = False
+    failure = Backoff()
+    with open_session(cfg.state_dir, fake_gpus=cfg.fake_gpus) as session:
+        ws = Workspace(cfg.repo, cfg.state_dir / "repo", branch=cfg.branch, results_branch=cfg.results_branch,
+                       push=cfg.push)
+        rec = Reconciler(ws, session, labels=cfg.labels, site_dir=cfg.site_dir, max_parallel=cfg.max_parallel)
+        if not (ws.clone_dir / ".git").is_dir():
+            notifier.extend_timeout(900)
+            notifier.status(f"cloning {mask(cfg.repo)}")
+        watchdog = notifier.watchdog_interval()
+        try:
+            while not stop.is_set():
+                if trigger.is_set() and time.monotonic() >= failure.not_before:
+                    trigger.clear()
+                    try:
+                        report = rec.reconcile(wait=False)
+                        failure = Backoff()
+                        text = _summary(report, len(rec.running))
+                        log.info("pass done: %s", text)
+                        if not ready:
+                            notifier.ready(text)
+                            ready = True
+                        else:
+                            notifier.status(text)
+                    except TransientError as exc:
+                        delay = failure.fail()
+                        log.warning("sync failed, retrying in %.0fs: %s", delay, exc)
+                        notifier.status(f"sync failing: {exc}")
+                        trigger.set()
+                rec.flush()
+                notifier.watchdog()
+                stop.wait(min(1.0, watchdog or 1.0))
+                if any(not r.thread.is_alive() for r in rec.running.values()):
+                    trigger.set()  # a study finished: the next pass may start another
+        finally:
+            notifier.stopping("tearing down running engines")
+            notifier.extend_timeout(cfg.stop_timeout)
+            scheduler.shutdown(wait=False)
+            rec.stop_all(timeout=cfg.stop_timeout)
+            rec.flush()
+            log.info("stopped")
+    return 0
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"AUTOTUNER_{name}", default)

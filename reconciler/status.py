@@ -1,0 +1,109 @@
+"""``status.json``: conditions, generation, counts and best result of one spec.
+
+Conditions follow Kubernetes/Flux conventions: ``Ready``, ``Reconciling`` and ``Stalled``, each
+with a reason, a message and ``lastTransitionTime`` — which changes only when the condition's
+status does, so that re-running a pass with nothing new writes the same bytes (no commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from reconciler import __version__
+from reconciler.study import now
+from specs.errors import SpecProblem
+from specs.model import TuningSpec
+from specs.ranking import best, pareto_front
+from specs.records import Condition, ExperimentRecord, StatusRecord
+
+Phase = Literal["running", "done", "stalled", "suspended", "failed", "deleted"]
+
+
+def _condition(kind: str, status: str, reason: str, message: str, old: StatusRecord | None) -> Condition:
+    prev = old.condition(kind) if old else None
+    when = prev.last_transition_time if prev is not None and prev.status == status else now()
+    return Condition(type=kind, status=status, reason=reason, message=message, lastTransitionTime=when)  # type: ignore[arg-type]
+
+
+def counts(records: Sequence[ExperimentRecord]) -> dict[str, int]:
+    return {
+        "total": len(records),
+        "complete": sum(r.state == "COMPLETE" for r in records),
+        "failed": sum(r.state == "FAILED" for r in records),
+        "reused": sum(r.reused_from is not None for r in records),
+        "feasible": sum(bool(r.state == "COMPLETE" and r.feasible) for r in records),
+    }
+
+
+def best_summary(records: Sequence[ExperimentRecord], spec: TuningSpec | None) -> list[dict[str, Any]]:
+    chosen = pareto_front(records) if spec is not None and len(spec.spec.objectives) > 1 else []
+    if not chosen:
+        b = best(records)
+        chosen = [b] if b else []
+    return [
+        {
+            "experiment": r.id,
+            "config": r.config,
+            "objectives": {o.metric: o.raw for o in r.objectives},
+            "summary": {k: r.summary.get(k) for k in ("output_throughput", "ttft_p90_ms", "tpot_p90_ms", "goodput")},
+        }
+        for r in chosen
+    ]
+
+
+def build_status(
+    *,
+    name: str,
+    phase: Phase,
+    message: str,
+    old: StatusRecord | None,
+    spec: TuningSpec | None = None,
+    records: Sequence[ExperimentRecord] = (),
+    problems: Sequence[SpecProblem] = (),
+    revision: str | None = None,
+    spec_file: str | None = None,
+    reason: str | None = None,
+) -> StatusRecord:
+    generation = spec.generation() if spec is not None else (old.observed_generation if old else None)
+    gen_records = [r for r in records if r.generation == generation] if generation else []
+    ready_reason = {
+        "done": "StudyComplete", "running": "Progressing", "stalled": "InvalidSpec", "suspended": "Suspended",
+        "failed": "StudyFailed", "deleted": "SpecDeleted",
+    }[phase]
+    reason = reason or ready_reason
+    conditions = [
+        _condition("Ready", "True" if phase == "done" else "False", reason, message, old),
+        _condition("Reconciling", "True" if phase == "running" else "False",
+                   "Progressing" if phase == "running" else reason, message if phase == "running" else "", old),
+        _condition("Stalled", "True" if phase in ("stalled", "failed") else "False",
+                   reason if phase in ("stalled", "failed") else "AsExpected",
+                   message if phase in ("stalled", "failed") else "", old),
+    ]
+    status = StatusRecord(
+        toolVersion=__version__,
+        spec=name,
+        title=(spec.spec.report.title if spec is not None else (old.title if old else None)),
+        engine=(spec.spec.engine.name if spec is not None else (old.engine if old else None)),
+        conditions=conditions,
+        observedGeneration=generation,
+        lastAppliedRevision=revision if revision is not None else (old.last_applied_revision if old else None),
+        specFile=spec_file if spec_file is not None else (old.spec_file if old else None),
+        counts=counts(gen_records),
+        maxExperiments=spec.spec.search.max_experiments if spec is not None else (old.max_experiments if old else None),
+        objectives=[o.model_dump(mode="json") | {"direction": o.resolved_direction} for o in spec.spec.objectives]
+        if spec is not None else (old.objectives if old else []),
+        best=best_summary(gen_records, spec),
+        problems=[p.to_dict() for p in problems],
+        updatedAt=old.updated_at if old else None,
+    )
+    if old is None or _without_time(status) != _without_time(old):
+        status = status.model_copy(update={"updated_at": now()})
+    return status
+
+
+def _without_time(s: StatusRecord) -> dict[str, Any]:
+    d = s.dump()
+    d.pop("updatedAt", None)
+    d.pop("toolVersion", None)
+    return d

@@ -1,0 +1,153 @@
+"""Reading a results folder (ARCHITECTURE.md section 4) into plain data for the analyses.
+
+The report is rebuilt from ``results/`` alone, so it must survive whatever it finds there: a
+spec folder without ``status.json`` yet (its first experiment is still running), a record from a
+newer tool version (the pydantic models ignore unknown fields), or a file that is not valid JSON
+(a bad merge). An unreadable file is listed on the spec's page with the reason and skipped; it
+never stops the build, because one broken record must not hide every other spec's answer.
+
+Folder names become parts of URLs. Spec names are DNS-1123 labels by the spec schema, but the
+report does not trust that: a name that is not a plain lowercase slug gets a sanitized slug with
+a hash suffix, so two odd names never share a page and no name can climb out of the site.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from specs.records import ExperimentRecord, StatusRecord
+
+STATUS_FILE = "status.json"
+EXPERIMENTS_DIR = "experiments"
+BEST_DIR = "best"
+#: best/ files shown on the spec page, in display order
+BEST_FILES = ("command.sh", "docker-run.sh", "deployment.yaml", "engine-args.json", "pareto.json")
+#: largest best/ file the page embeds (a deployment is a few kB; anything huge is not ours)
+MAX_BEST_BYTES = 256 * 1024
+
+_SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def slug(name: str) -> str:
+    """A URL- and file-system-safe folder name for ``name``, stable across builds."""
+    if _SAFE.match(name):
+        return name
+    cleaned = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "item"
+    return f"{cleaned}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+
+
+def is_spec_dir(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".") and (
+        (path / STATUS_FILE).is_file() or (path / EXPERIMENTS_DIR).is_dir()
+    )
+
+
+def spec_dirs(results_dir: Path) -> list[Path]:
+    """Spec folders under ``results_dir``, by name."""
+    if not results_dir.is_dir():
+        return []
+    return sorted((p for p in results_dir.iterdir() if is_spec_dir(p)), key=lambda p: p.name)
+
+
+def experiment_files(spec_dir: Path) -> list[Path]:
+    folder = spec_dir / EXPERIMENTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+
+
+@dataclass
+class SpecResults:
+    """Everything the site shows about one spec."""
+
+    folder: str
+    status: StatusRecord | None
+    experiments: list[ExperimentRecord]
+    best_files: dict[str, str] = field(default_factory=dict)
+    #: (path relative to the spec folder, reason) of files that could not be read
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    #: record id -> its file, relative to the spec folder (the builder hashes files, not records)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.status.spec if self.status is not None and self.status.spec else self.folder
+
+    @property
+    def slug(self) -> str:
+        return slug(self.folder)
+
+    @property
+    def title(self) -> str | None:
+        return self.status.title if self.status is not None else None
+
+    @property
+    def generation(self) -> str | None:
+        """The generation the spec is at now: the status's, else the newest record's."""
+        if self.status is not None and self.status.observed_generation:
+            return self.status.observed_generation
+        return self.experiments[-1].generation if self.experiments else None
+
+    @property
+    def current(self) -> list[ExperimentRecord]:
+        """Records of the current generation (what the recommendation is chosen from)."""
+        gen = self.generation
+        return [r for r in self.experiments if r.generation == gen]
+
+    @property
+    def reconciling(self) -> bool:
+        cond = self.status.condition("Reconciling") if self.status is not None else None
+        return cond is not None and cond.status == "True"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "file"
+        return f"not a valid record: {where}: {first.get('msg', 'invalid')}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def read_experiment(path: Path) -> ExperimentRecord:
+    return ExperimentRecord.model_validate_json(path.read_bytes())
+
+
+def load_spec(spec_dir: Path) -> SpecResults:
+    """Read one spec folder; unreadable files are collected, not raised."""
+    unreadable: list[tuple[str, str]] = []
+    status: StatusRecord | None = None
+    status_path = spec_dir / STATUS_FILE
+    if status_path.is_file():
+        try:
+            status = StatusRecord.model_validate_json(status_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            unreadable.append((STATUS_FILE, _reason(exc)))
+    records: list[ExperimentRecord] = []
+    sources: dict[str, str] = {}
+    for path in experiment_files(spec_dir):
+        rel = f"{EXPERIMENTS_DIR}/{path.name}"
+        try:
+            record = read_experiment(path)
+        except (OSError, ValueError) as exc:
+            unreadable.append((rel, _reason(exc)))
+            continue
+        if record.id in sources:
+            unreadable.append((rel, f"duplicate experiment id {record.id!r} (also in {sources[record.id]}); skipped"))
+            continue
+        records.append(record)
+        sources[record.id] = rel
+    records.sort(key=lambda r: (len(r.id), r.id))
+    best: dict[str, str] = {}
+    for name in BEST_FILES:
+        path = spec_dir / BEST_DIR / name
+        try:
+            if path.is_file() and path.stat().st_size <= MAX_BEST_BYTES:
+                best[name] = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            unreadable.append((f"{BEST_DIR}/{name}", _reason(exc)))
+    return SpecResults(spec_dir.name, status, records, best, unreadable, sources)

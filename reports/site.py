@@ -1,0 +1,412 @@
+"""The static site builder: ``index.html``, a page per spec, a page per experiment.
+
+Layout of the site (every link relative, so it works from disk and from any static server)::
+
+    SITE/index.html                               every spec: status, progress, best result
+    SITE/data.json                                what a live index polls to know it is stale
+    SITE/assets/{plotly.min.js,site.css,site.js}  written once; plotly.js from the installed package
+    SITE/specs/<slug>/index.html                  recommendation, charts, experiment table
+    SITE/specs/<slug>/data.json                   what a live spec page polls
+    SITE/specs/<slug>/experiments/<id>.html       load points, command line, timings, log tail
+    SITE/.autotuner-site.json                     the manifest of input hashes
+
+**Incremental** (after coverage.py's ``status.json``): the manifest records, per spec, a hash of
+every input file and of the code that renders them (templates, this package, plotly's version,
+the site title). A rebuild reads no record of a spec whose hash did not change; inside a changed
+spec only the experiment pages whose own record changed are rewritten (records are written once
+and never rewritten, so usually just the new ones). To avoid even reading unchanged files, a
+file's hash is reused while its size and modification time match — except for files modified
+within :data:`RACY_NS` of the build that hashed them, which are hashed again (git's "racily
+clean" rule: a same-size rewrite inside the file system's timestamp granularity would otherwise
+go unnoticed). Pages of specs whose results disappeared are removed.
+
+Pages are written to a temporary file and renamed, so a web server never serves half a page. They
+are not fsynced: unlike results, the site can always be rebuilt, and ten thousand fsyncs would
+dominate the build. A lock file serializes builders (the daemon and a manual ``autotuner report``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import metadata
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment
+
+from reports import importance
+from reports.render import TEMPLATES, environment, experiment_context, index_context, index_row, page_name, spec_context
+from reports.results import BEST_DIR, BEST_FILES, EXPERIMENTS_DIR, STATUS_FILE, load_spec, slug, spec_dirs
+from specs.errors import UserError
+
+MANIFEST = ".autotuner-site.json"
+LOCK = ".autotuner-site.lock"
+#: bump when the manifest's shape changes
+FORMAT = 1
+#: files modified this close to the build that hashed them are hashed again next time
+RACY_NS = 2_000_000_000
+ASSETS = ("site.css", "site.js")
+DEFAULT_TITLE = "Autotuner results"
+
+
+@dataclass
+class BuildResult:
+    """What a build did. ``written + skipped`` is every HTML page of the site."""
+
+    out_dir: Path
+    written: int = 0
+    skipped: int = 0
+    #: asset files (plotly.js, CSS, JS) copied in this build
+    assets: int = 0
+    removed: int = 0
+    specs: int = 0
+    experiments: int = 0
+    seconds: float = 0.0
+
+    @property
+    def index(self) -> Path:
+        return self.out_dir / "index.html"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.written} page(s) written, {self.skipped} unchanged, {self.removed} removed "
+            f"({self.specs} spec(s), {self.experiments} experiment(s)) in {self.seconds:.2f} s"
+        )
+
+
+@lru_cache(maxsize=1)
+def _tool_version() -> str:
+    try:
+        return metadata.version("autotuner")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "dev"
+
+
+@lru_cache(maxsize=1)
+def _plotly_version() -> str:
+    try:
+        return metadata.version("plotly")
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+@lru_cache(maxsize=1)
+def _code_hash() -> str:
+    """Hash of everything that shapes a page besides the results: templates, assets, this
+    package's source. Editing a template or upgrading the tool rebuilds every page."""
+    h = hashlib.blake2b(digest_size=16)
+    roots = [Path(str(TEMPLATES)), Path(__file__).parent]
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix in (".html", ".css", ".js", ".py"):
+                h.update(path.relative_to(root).as_posix().encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def fingerprint(title: str) -> str:
+    parts = [str(FORMAT), _code_hash(), _tool_version(), _plotly_version(), importance.method_name(), title]
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _hash_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _hash_parts(*parts: object) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ files
+
+
+class _Writer:
+    """Writes pages atomically (temp file + rename) and counts them."""
+
+    def __init__(self) -> None:
+        self._dirs: set[Path] = set()
+        self.pid = os.getpid()
+
+    def write(self, path: Path, data: str | bytes) -> None:
+        parent = path.parent
+        if parent not in self._dirs:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(parent)
+        tmp = parent / f".{path.name}.{self.pid}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+
+
+def _scan(spec_dir: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime_ns) of every file the spec's pages are built from."""
+    out: dict[str, tuple[int, int]] = {}
+    with contextlib.suppress(OSError):
+        st = (spec_dir / STATUS_FILE).stat()
+        out[STATUS_FILE] = (st.st_size, st.st_mtime_ns)
+    with contextlib.suppress(OSError), os.scandir(spec_dir / EXPERIMENTS_DIR) as it:
+        for entry in it:
+            if entry.name.endswith(".json") and not entry.name.startswith(".") and entry.is_file():
+                st = entry.stat()
+                out[f"{EXPERIMENTS_DIR}/{entry.name}"] = (st.st_size, st.st_mtime_ns)
+    for name in BEST_FILES:
+        with contextlib.suppress(OSError):
+            st = (spec_dir / BEST_DIR / name).stat()
+            out[f"{BEST_DIR}/{name}"] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+class _FileHashes:
+    """Content hashes of input files, reusing the manifest's while size and mtime match."""
+
+    def __init__(self, cached: dict[str, list[Any]], started_ns: int) -> None:
+        self.cached = cached
+        self.started_ns = started_ns
+        self.fresh: dict[str, list[Any]] = {}
+
+    def get(self, key: str, path: Path, sig: tuple[int, int]) -> str:
+        old = self.cached.get(key)
+        if old is not None and len(old) == 3 and old[0] == sig[0] and old[1] == sig[1] and old[2]:
+            digest = str(old[2])
+        else:
+            try:
+                digest = _hash_bytes(path.read_bytes())
+            except OSError:
+                digest = "unreadable"
+        trusted = sig[1] < self.started_ns - RACY_NS
+        self.fresh[key] = [sig[0], sig[1], digest if trusted else ""]
+        return digest
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _load_manifest(out_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
+
+
+def _plotly_js() -> bytes:
+    """plotly.js as shipped inside the installed ``plotly`` package (never from a CDN)."""
+    path = files("plotly") / "package_data" / "plotly.min.js"
+    try:
+        return path.read_bytes()
+    except OSError:  # a future layout of the package: ask it
+        from plotly.offline import get_plotlyjs
+
+        return get_plotlyjs().encode("utf-8")
+
+
+def _write_assets(out: Path, writer: _Writer, manifest: dict[str, Any], fp: str) -> int:
+    assets = out / "assets"
+    written = 0
+    plotly_version = _plotly_version()
+    if manifest.get("plotly") != plotly_version or not (assets / "plotly.min.js").is_file():
+        writer.write(assets / "plotly.min.js", _plotly_js())
+        written += 1
+    if manifest.get("fingerprint") != fp or not all((assets / a).is_file() for a in ASSETS):
+        for name in ASSETS:
+            writer.write(assets / name, (TEMPLATES / "assets" / name).read_bytes())
+            written += 1
+    return written
+
+
+def _remove_tree(out: Path, rel: str) -> None:
+    """Remove a folder the builder made, never anything outside ``out/specs``."""
+    target = (out / rel).resolve()
+    specs_root = (out / "specs").resolve()
+    if target.parent == specs_root and target.is_dir():
+        shutil.rmtree(target)
+
+
+# ------------------------------------------------------------------------------------ the build
+
+
+def build_site(results_dir: Path, out_dir: Path, *, title: str | None = None) -> BuildResult:
+    """Build or update the site in ``out_dir`` from ``results_dir``; only changed pages are written.
+
+    Raises :class:`specs.errors.UserError` when ``results_dir`` is not a folder or the two folders
+    are the same.
+    """
+    t0 = time.perf_counter()
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if not results_dir.is_dir():
+        raise UserError(f"results folder {results_dir} does not exist",
+                        hint="give the folder that holds one sub-folder per spec (results/ in the specs repository)")
+    if out_dir.resolve() == results_dir.resolve():
+        raise UserError(f"the site folder {out_dir} is the results folder", hint="pass another folder to --out")
+    site_title = title or DEFAULT_TITLE
+    result = BuildResult(out_dir)
+    with _locked(out_dir):
+        _Build(results_dir, out_dir, site_title, result).run()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+class _Build:
+    def __init__(self, results_dir: Path, out: Path, title: str, result: BuildResult) -> None:
+        self.results_dir = results_dir
+        self.out = out
+        self.title = title
+        self.result = result
+        self.writer = _Writer()
+        self.started_ns = time.time_ns()
+        self.manifest = _load_manifest(out)
+        self.fp = fingerprint(title)
+        self.full = self.manifest.get("fingerprint") != self.fp
+        self.hashes = _FileHashes(self.manifest.get("files", {}), self.started_ns)
+        self._env: Environment | None = None
+        self.built_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    @property
+    def env(self) -> Environment:
+        if self._env is None:
+            self._env = environment()
+        return self._env
+
+    def common(self, root: str, *, refresh: bool, input_hash: str, uses_plotly: bool) -> dict[str, Any]:
+        return {
+            "site_title": self.title,
+            "tool_version": _tool_version(),
+            "root": root,
+            "refresh": refresh,
+            "input_hash": input_hash,
+            "uses_plotly": uses_plotly,
+            "built_at": self.built_at,
+        }
+
+    def run(self) -> None:
+        self.result.assets += _write_assets(self.out, self.writer, self.manifest, self.fp)
+        old_specs: dict[str, Any] = self.manifest.get("specs", {}) if not self.full else {}
+        if self.full:
+            # a new fingerprint keeps no page, but a spec folder that vanished must still go
+            old_specs_all: dict[str, Any] = self.manifest.get("specs", {})
+        else:
+            old_specs_all = old_specs
+        new_specs: dict[str, Any] = {}
+        used_slugs: set[str] = set()
+        for spec_dir in spec_dirs(self.results_dir):
+            entry = self.spec(spec_dir, old_specs.get(spec_dir.name), used_slugs)
+            new_specs[spec_dir.name] = entry
+        for folder, entry in old_specs_all.items():
+            if folder not in new_specs:
+                self.result.removed += 1 + len(entry.get("pages", {}))
+                _remove_tree(self.out, f"specs/{entry.get('slug', slug(folder))}")
+        self.index(new_specs)
+        self.result.specs = len(new_specs)
+        manifest = {
+            "format": FORMAT,
+            "fingerprint": self.fp,
+            "plotly": _plotly_version(),
+            "index": self._index_input(new_specs),
+            "specs": new_specs,
+            "files": self.hashes.fresh,
+        }
+        self.writer.write(self.out / MANIFEST, json.dumps(manifest, separators=(",", ":"), sort_keys=True))
+
+    # -------------------------------------------------------------- one spec
+
+    def spec(self, spec_dir: Path, old: dict[str, Any] | None, used_slugs: set[str]) -> dict[str, Any]:
+        folder = spec_dir.name
+        s = slug(folder)
+        while s in used_slugs:  # a plain name that equals another folder's hashed slug
+            s = slug(s + "~")
+        used_slugs.add(s)
+        sigs = _scan(spec_dir)
+        file_hashes = {rel: self.hashes.get(f"{folder}/{rel}", spec_dir / rel, sig) for rel, sig in sorted(sigs.items())}
+        spec_input = _hash_parts(self.fp, folder, file_hashes)
+        page_dir = self.out / "specs" / s
+        if (
+            old is not None
+            and old.get("input") == spec_input
+            and old.get("slug") == s
+            and (page_dir / "index.html").is_file()
+            and self._pages_present(page_dir, old.get("pages", {}))
+        ):
+            self.result.skipped += 1 + len(old.get("pages", {}))
+            self.result.experiments += len(old.get("pages", {}))
+            return old
+        spec = load_spec(spec_dir)
+        refresh = spec.reconciling
+        ctx = spec_context(spec)
+        ctx |= self.common("../../", refresh=refresh, input_hash=spec_input, uses_plotly=bool(ctx["charts"]))
+        self.writer.write(page_dir / "index.html", self.env.get_template("spec.html").render(ctx))
+        self.writer.write(page_dir / "data.json", json.dumps({"input": spec_input, "reconciling": refresh}))
+        self.result.written += 1
+        old_pages: dict[str, str] = (old or {}).get("pages", {}) if old is not None and old.get("slug") == s else {}
+        existing = self._listing(page_dir / EXPERIMENTS_DIR)
+        pages: dict[str, str] = {}
+        template = self.env.get_template("experiment.html")
+        for record in spec.experiments:
+            page = page_name(record.id)
+            rel = spec.sources.get(record.id, "")
+            page_input = _hash_parts(self.fp, file_hashes.get(rel), spec.name, spec.title)
+            pages[page] = page_input
+            if old_pages.get(page) == page_input and page in existing:
+                self.result.skipped += 1
+                continue
+            ectx = experiment_context(record) | {"spec_name": spec.name}
+            ectx |= self.common("../../../", refresh=False, input_hash=page_input, uses_plotly=ectx["chart"] is not None)
+            self.writer.write(page_dir / EXPERIMENTS_DIR / page, template.render(ectx))
+            self.result.written += 1
+        for stale in set(old_pages) - set(pages):
+            with contextlib.suppress(FileNotFoundError):
+                (page_dir / EXPERIMENTS_DIR / stale).unlink()
+                self.result.removed += 1
+        self.result.experiments += len(pages)
+        return {"slug": s, "input": spec_input, "pages": pages, "row": index_row(spec)}
+
+    @staticmethod
+    def _listing(folder: Path) -> set[str]:
+        try:
+            return set(os.listdir(folder))
+        except OSError:
+            return set()
+
+    def _pages_present(self, page_dir: Path, pages: dict[str, str]) -> bool:
+        if not pages:
+            return True
+        return set(pages) <= self._listing(page_dir / EXPERIMENTS_DIR)
+
+    # -------------------------------------------------------------- index
+
+    def _index_input(self, specs: dict[str, Any]) -> str:
+        return _hash_parts(self.fp, [(k, v["input"], v["slug"]) for k, v in sorted(specs.items())], str(self.results_dir))
+
+    def index(self, specs: dict[str, Any]) -> None:
+        index_input = self._index_input(specs)
+        if self.manifest.get("index") == index_input and not self.full and (self.out / "index.html").is_file():
+            self.result.skipped += 1
+            return
+        rows = sorted((v["row"] for v in specs.values()), key=lambda r: r["name"])
+        refresh = any(r.get("reconciling") for r in rows)
+        ctx = index_context(rows) | {"results_dir": str(self.results_dir)}
+        ctx |= self.common("", refresh=refresh, input_hash=index_input, uses_plotly=False)
+        self.writer.write(self.out / "index.html", self.env.get_template("index.html").render(ctx))
+        self.writer.write(self.out / "data.json", json.dumps({"input": index_input, "reconciling": refresh}))
+        self.result.written += 1
+
+
+__all__ = ["BuildResult", "build_site"]

@@ -1,0 +1,1 @@
+"""Contract suites that every implementation of a plugin protocol runs (deploy backends)."""
