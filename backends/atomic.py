@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from backends.faults import crash_point
+
 __all__ = ["fsync_dir", "write_bytes", "write_json", "write_text"]
 
 TEMP_SUFFIX = ".tmp"
@@ -58,6 +60,7 @@ def write_bytes(path: Path | str, data: bytes, *, mode: int = 0o644) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        crash_point("atomic_replace")
         os.replace(tmp_name, target)
     except BaseException:
         # also on KeyboardInterrupt: never leave a stray temporary file behind

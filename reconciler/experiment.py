@@ -23,6 +23,7 @@ from typing import Any
 from backends.deploy.base import DeployBackend, DeployCancelled, EngineFailure
 from backends.deploy.procs import free_port
 from backends.engines import get_engine
+from backends.faults import crash_point
 from backends.loadgen import TargetConfig, find_capacity, run_load_point, run_sync
 from backends.measure import LoadPointResult
 from backends.workloads import Workload
@@ -176,6 +177,7 @@ class ExperimentRunner:
             timings["deploy_s"] = round(time.monotonic() - t, 3)
             t = time.monotonic()
             self.progress("deploying", {"name": name, "config": config})
+            crash_point("engine_started")
             deployment.wait_ready(min(self.body.backend.startup_timeout, self.body.search.experiment_timeout),
                                   cancel=cancel)
             timings["ready_s"] = round(time.monotonic() - t, 3)
@@ -250,6 +252,7 @@ class ExperimentRunner:
                     timeout_s=wl.request_timeout, max_duration_s=remaining(),
                 ))
                 points.append(point)
+                crash_point("load_point_done")
                 m.load_points.append(_point(point, self.time_scale))
                 if not deployment.alive():
                     raise deployment.failure("crashed", f"the engine died during the load point {kind}={value:g}")

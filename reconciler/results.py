@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from backends.atomic import write_bytes
+from backends.atomic import TEMP_SUFFIX, write_bytes
 from specs.records import ExperimentRecord, StatusRecord
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class ResultsStore:
 
     def ensure(self) -> None:
         self.experiments_dir.mkdir(parents=True, exist_ok=True)
+        # temp files of an atomic write that a crash interrupted: garbage, never to be committed
+        for folder in (self.dir, self.experiments_dir, self.best_dir):
+            for stale in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else ():
+                stale.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ experiments
 

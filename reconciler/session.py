@@ -84,7 +84,9 @@ def open_session(state_dir: Path, *, fake_gpus: str | None = None) -> Iterator[S
     finally:
         # deployments are torn down by their experiments; this catches anything left behind
         for backend in session.backends.values():
+            teardown_all = getattr(backend, "teardown_all", None)
             try:
-                backend.cleanup_orphans()
+                if teardown_all is not None:
+                    teardown_all()
             except Exception:  # pragma: no cover - best effort at exit
-                log.exception("cleanup at exit failed")
+                log.exception("teardown at exit failed")

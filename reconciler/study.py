@@ -37,6 +37,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from backends.faults import crash_point
 from reconciler import __version__
 from reconciler.results import ResultsStore
 from specs.errors import MissingExtraError
@@ -351,6 +352,7 @@ class Study:
         def finish(rec: ExperimentRecord, trial: int | None) -> None:
             nonlocal done, failed
             written = self.store.add_experiment(rec)
+            crash_point("record_written")
             if trial is not None:
                 self._tell(study, trial, written)
             if written.state in ("COMPLETE", "FAILED"):

@@ -33,8 +33,17 @@ from reports import history as history_mod
 from reports.importance import Importance
 from reports.pareto import front as pareto_front_of
 from reports.pareto import gpu_counts_vary, per_gpu
-from reports.recommend import Recommendation
-from reports.values import Bound, Objective, config_text, fmt, label, name, number, param_value, percent, value
+from reports.values import (
+    Bound,
+    Objective,
+    config_text,
+    fmt,
+    label,
+    name,
+    number,
+    param_value,
+    percent,
+)
 from specs.records import ExperimentRecord
 
 RECOMMENDED = "#d1495b"
@@ -102,7 +111,13 @@ def layout(**extra: Any) -> dict[str, Any]:
 
 
 def axis(title: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": text(title)}, "zeroline": False, "gridcolor": "#e9ecef", "automargin": True, **extra}
+    return {
+        "title": {"text": text(title)},
+        "zeroline": False,
+        "gridcolor": "#e9ecef",
+        "automargin": True,
+        **extra,
+    }
 
 
 def _marker_for(r: ExperimentRecord, top: ExperimentRecord | None) -> str:
@@ -173,7 +188,12 @@ def tradeoff(
                 "name": "Pareto front",
                 "x": [p.values[0] for p in members],
                 "y": [p.values[1] for p in members],
-                "line": {"color": FRONT, "width": 2, "dash": "dot", "shape": "hv" if a.direction != b.direction else "linear"},
+                "line": {
+                    "color": FRONT,
+                    "width": 2,
+                    "dash": "dot",
+                    "shape": "hv" if a.direction != b.direction else "linear",
+                },
                 "hoverinfo": "skip",
             },
         )
@@ -183,19 +203,25 @@ def tradeoff(
     }
     n = len(f.points)
     k = len(f.front)
-    caption = f"{k} of {n} measured configurations are Pareto-optimal for {name(a.metric)} against {name(b.metric)}"
+    caption = (
+        f"{k} of {n} measured configurations are Pareto-optimal for {name(a.metric)} against {name(b.metric)}"
+    )
     if c is not None:
         caption += f" and {name(c.metric)} (color)"
     caption += "."
     if top is not None and (tp := next((p for p in f.points if p.record.id == top.id), None)) is not None:
         caption += (
-            f" The recommendation, {rid(top)} ({config_text(top.config)}), reaches {fmt(a.metric, tp.values[0])}"
+            f" The recommendation, {rid(top)} ({config_text(top.config)}), reaches "
+            f"{fmt(a.metric, tp.values[0])}"
             f" at {fmt(b.metric, tp.values[1])}."
         )
-        extreme = min(f.front, key=lambda p: p.values[1] if b.direction == "minimize" else -p.values[1], default=None)
+        extreme = min(
+            f.front, key=lambda p: p.values[1] if b.direction == "minimize" else -p.values[1], default=None
+        )
         if extreme is not None and extreme.record.id != top.id:
             caption += (
-                f" For the best {name(b.metric)}, {rid(extreme.record)} reaches {fmt(b.metric, extreme.values[1])}"
+                f" For the best {name(b.metric)}, {rid(extreme.record)} reaches "
+                f"{fmt(b.metric, extreme.values[1])}"
                 f" at {fmt(a.metric, extreme.values[0])}."
             )
     elif not f.front:
@@ -227,7 +253,9 @@ def tradeoff_objectives(objectives: Sequence[Objective], bounds: Sequence[Bound]
     return [objectives[0], Objective(latency, "minimize")]
 
 
-def efficiency(records: Sequence[ExperimentRecord], objectives: Sequence[Objective], top: ExperimentRecord | None) -> Chart | None:
+def efficiency(
+    records: Sequence[ExperimentRecord], objectives: Sequence[Objective], top: ExperimentRecord | None
+) -> Chart | None:
     """The trade-off per GPU, when experiments used different GPU counts and the objective is not
     already per GPU (two GPUs doubling throughput is not an efficiency gain)."""
     first = objectives[0]
@@ -236,19 +264,33 @@ def efficiency(records: Sequence[ExperimentRecord], objectives: Sequence[Objecti
     objs = [Objective(per_gpu(first.metric), first.direction), *objectives[1:]]
     chart = tradeoff("efficiency", "Per-GPU efficiency", records, objs, top)
     if chart is not None:
-        chart.notes.append("Experiments used different numbers of GPUs; this chart divides by each one's GPU count.")
+        chart.notes.append(
+            "Experiments used different numbers of GPUs; this chart divides by each one's GPU count."
+        )
     return chart
 
 
 # ------------------------------------------------------------------------------------ load curves
 
 
-def _curve_traces(cs: Sequence[curves_mod.Curve], x_of: str | None, y: str, top: ExperimentRecord | None,
-                  axes: tuple[str, str] = ("x", "y"), legend: bool = True) -> list[dict[str, Any]]:
+def _curve_traces(
+    cs: Sequence[curves_mod.Curve],
+    x_of: str | None,
+    y: str,
+    top: ExperimentRecord | None,
+    axes: tuple[str, str] = ("x", "y"),
+    legend: bool = True,
+) -> list[dict[str, Any]]:
     traces = []
     for i, cv in enumerate(cs):
         r = cv.record
-        color = RECOMMENDED if top is not None and r.id == top.id else BASELINE if r.baseline else PALETTE[i % len(PALETTE)]
+        color = (
+            RECOMMENDED
+            if top is not None and r.id == top.id
+            else BASELINE
+            if r.baseline
+            else PALETTE[i % len(PALETTE)]
+        )
         xs = cv.loads if x_of is None else cv.series[x_of]
         traces.append(
             {
@@ -261,10 +303,16 @@ def _curve_traces(cs: Sequence[curves_mod.Curve], x_of: str | None, y: str, top:
                 "y": cv.series[y],
                 "xaxis": axes[0],
                 "yaxis": axes[1],
-                "line": {"color": color, "width": 3 if top is not None and r.id == top.id else 1.5,
-                         "dash": "dash" if r.baseline else "solid"},
-                "marker": {"color": color, "size": 7,
-                           "symbol": ["circle" if ok else "circle-open" for ok in cv.feasible]},
+                "line": {
+                    "color": color,
+                    "width": 3 if top is not None and r.id == top.id else 1.5,
+                    "dash": "dash" if r.baseline else "solid",
+                },
+                "marker": {
+                    "color": color,
+                    "size": 7,
+                    "symbol": ["circle" if ok else "circle-open" for ok in cv.feasible],
+                },
                 "text": [hover(r)] * len(xs),
                 "hovertemplate": "%{text}<br>%{x:,.4~g} → %{y:,.4~g}<extra></extra>",
             }
@@ -283,7 +331,9 @@ def _load_words(kind: str, v: float | None) -> str:
     return f"{number(v)} req/s" if kind == "request_rate" else f"concurrency {number(v)}"
 
 
-def slo_and_goodput(records: Sequence[ExperimentRecord], objective: Objective, top: ExperimentRecord | None) -> Chart | None:
+def slo_and_goodput(
+    records: Sequence[ExperimentRecord], objective: Objective, top: ExperimentRecord | None
+) -> Chart | None:
     chosen = curves_mod.highlighted(records, objective)
     cs = [c for c in curves_mod.curves(chosen, ["goodput", "slo_attainment"]) if c.loads]
     if not cs or not any(v is not None for c in cs for v in c.series["goodput"] + c.series["slo_attainment"]):
@@ -302,7 +352,9 @@ def slo_and_goodput(records: Sequence[ExperimentRecord], objective: Objective, t
         ),
     }
     best_goodput = max(
-        ((c, p) for c in cs if (p := curves_mod.peak(c, "goodput")) is not None), key=lambda cp: cp[1][1], default=None
+        ((c, p) for c in cs if (p := curves_mod.peak(c, "goodput")) is not None),
+        key=lambda cp: cp[1][1],
+        default=None,
     )
     caption = ""
     if best_goodput is not None:
@@ -315,31 +367,43 @@ def slo_and_goodput(records: Sequence[ExperimentRecord], objective: Objective, t
         if base is not None and base.record.id != c.record.id:
             bp = curves_mod.peak(base, "goodput")
             caption += (
-                f" The default configuration peaks at {fmt('goodput', bp[1])}." if bp
+                f" The default configuration peaks at {fmt('goodput', bp[1])}."
+                if bp
                 else " The default configuration never met the SLOs."
             )
-    heaviest = [(c, c.series["slo_attainment"][-1]) for c in cs if c.series["slo_attainment"]]
-    heaviest = [(c, a) for c, a in heaviest if a is not None]
+    heaviest = [
+        (c, a) for c in cs if c.series["slo_attainment"] and (a := c.series["slo_attainment"][-1]) is not None
+    ]
     if heaviest:
         lo = min(heaviest, key=lambda ca: ca[1])
         hi = max(heaviest, key=lambda ca: ca[1])
         caption += (
-            f" At the highest load measured, SLO attainment ranges from {percent(lo[1])} ({rid(lo[0].record)}) "
+            f" At the highest load measured, SLO attainment ranges from {percent(lo[1])} "
+            f"({rid(lo[0].record)}) "
             f"to {percent(hi[1])} ({rid(hi[0].record)})."
         )
     rows = [
         [rid(c.record), _load_words(c.load_kind, load), number(g), percent(a), "yes" if ok else "no"]
         for c in cs
-        for load, g, a, ok in zip(c.loads, c.series["goodput"], c.series["slo_attainment"], c.feasible, strict=False)
+        for load, g, a, ok in zip(
+            c.loads, c.series["goodput"], c.series["slo_attainment"], c.feasible, strict=False
+        )
     ]
     table = Table(["Experiment", "Load", label("goodput"), "SLO attainment", "Within hard SLOs"], rows)
     chart = Chart("slo-goodput", "SLO attainment and goodput against load", caption.strip(), figure, table)
-    chart.notes.append("Shown: the recommendation, the engine's default and the best others; hollow markers break a hard SLO.")
+    chart.notes.append(
+        "Shown: the recommendation, the engine's default and the best others; "
+        "hollow markers break a hard SLO."
+    )
     return chart
 
 
-def throughput_latency(records: Sequence[ExperimentRecord], objective: Objective, bounds: Sequence[Bound],
-                       top: ExperimentRecord | None) -> Chart | None:
+def throughput_latency(
+    records: Sequence[ExperimentRecord],
+    objective: Objective,
+    bounds: Sequence[Bound],
+    top: ExperimentRecord | None,
+) -> Chart | None:
     latency_bound = next((b for b in bounds if b.metric.endswith("_ms")), None)
     latency = latency_bound.metric if latency_bound else "ttft_p90_ms"
     throughput = "output_throughput"
@@ -350,28 +414,54 @@ def throughput_latency(records: Sequence[ExperimentRecord], objective: Objective
     traces = _curve_traces(cs, throughput, latency, top)
     lay = layout(xaxis=axis(label(throughput)), yaxis=axis(label(latency)))
     if latency_bound is not None:
-        lay["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": latency_bound.max,
-                          "y1": latency_bound.max, "line": {"color": RECOMMENDED, "dash": "dash", "width": 1}}]
-        lay["annotations"] = [{"xref": "paper", "x": 0, "y": latency_bound.max, "yanchor": "bottom", "xanchor": "left",
-                               "showarrow": False, "text": text(f"SLO {fmt(latency, latency_bound.max)}"),
-                               "font": {"color": RECOMMENDED}}]
+        lay["shapes"] = [
+            {
+                "type": "line",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "y0": latency_bound.max,
+                "y1": latency_bound.max,
+                "line": {"color": RECOMMENDED, "dash": "dash", "width": 1},
+            }
+        ]
+        lay["annotations"] = [
+            {
+                "xref": "paper",
+                "x": 0,
+                "y": latency_bound.max,
+                "yanchor": "bottom",
+                "xanchor": "left",
+                "showarrow": False,
+                "text": text(f"SLO {fmt(latency, latency_bound.max)}"),
+                "font": {"color": RECOMMENDED},
+            }
+        ]
     figure = {"data": traces, "layout": lay}
-    caption = f"Each line is one configuration from light to heavy load; up and to the left is worse."
+    caption = "Each line is one configuration from light to heavy load; up and to the left is worse."
     within: list[tuple[curves_mod.Curve, float]] = []
     for c in cs:
-        pairs = [(t, lat) for t, lat in zip(c.series[throughput], c.series[latency], strict=False)
-                 if t is not None and lat is not None and (latency_bound is None or lat <= latency_bound.max)]
+        pairs = [
+            (t, lat)
+            for t, lat in zip(c.series[throughput], c.series[latency], strict=False)
+            if t is not None and lat is not None and (latency_bound is None or lat <= latency_bound.max)
+        ]
         if pairs:
             within.append((c, max(t for t, _ in pairs)))
     if within:
         winner, tput = max(within, key=lambda ct: ct[1])
-        bound_words = f"within the {name(latency)} SLO of {fmt(latency, latency_bound.max)}" if latency_bound else ""
+        bound_words = (
+            f"within the {name(latency)} SLO of {fmt(latency, latency_bound.max)}" if latency_bound else ""
+        )
         caption = (
             f"{rid(winner.record)} reaches the highest throughput {bound_words}: {fmt(throughput, tput)}."
         ).replace("  ", " ")
         base = next(((c, t) for c, t in within if c.record.baseline), None)
         if base is not None and base[0].record.id != winner.record.id and base[1] > 0:
-            caption += f" That is {percent(tput / base[1] - 1, signed=True)} against the default configuration ({fmt(throughput, base[1])})."
+            caption += (
+                f" That is {percent(tput / base[1] - 1, signed=True)} against the default configuration "
+                f"({fmt(throughput, base[1])})."
+            )
     rows = [
         [rid(c.record), _load_words(c.load_kind, load), number(t), number(lat)]
         for c in cs
@@ -405,9 +495,12 @@ def optimization_history(records: Sequence[ExperimentRecord], objective: Objecti
                 "y": [s.value for s in measured],
                 "text": [hover(s.record) for s in measured],
                 "hovertemplate": "%{text}<br>%{y:,.4~g}<extra></extra>",
-                "marker": {"color": color, "size": 7,
-                           "symbol": ["circle" if s.record.feasible else "x" for s in measured],
-                           "opacity": 0.8},
+                "marker": {
+                    "color": color,
+                    "size": 7,
+                    "symbol": ["circle" if s.record.feasible else "x" for s in measured],
+                    "opacity": 0.8,
+                },
             }
         )
         line = [s for s in gsteps if s.best_so_far is not None]
@@ -424,25 +517,39 @@ def optimization_history(records: Sequence[ExperimentRecord], objective: Objecti
                     "hoverinfo": "skip",
                 }
             )
-    figure = {"data": traces, "layout": layout(xaxis=axis("Experiment (in the order they ran)"),
-                                               yaxis=axis(label(objective.metric)))}
+    figure = {
+        "data": traces,
+        "layout": layout(
+            xaxis=axis("Experiment (in the order they ran)"), yaxis=axis(label(objective.metric))
+        ),
+    }
     current = generations[-1]
     gsteps = [s for s in steps if s.record.generation == current]
     found = history_mod.experiments_to_best(steps, current)
     if found is not None and gsteps[-1].best_so_far is not None:
         best_id = gsteps[-1].best_id
         caption = (
-            f"The current generation found its best {name(objective.metric)} ({fmt(objective.metric, gsteps[-1].best_so_far)},"
+            f"The current generation found its best {name(objective.metric)} "
+            f"({fmt(objective.metric, gsteps[-1].best_so_far)},"
             f" #{best_id}) after {found} of its {len(gsteps)} experiments"
         )
-        caption += "; later experiments did not improve on it." if found < len(gsteps) else ", with the last one."
+        caption += (
+            "; later experiments did not improve on it." if found < len(gsteps) else ", with the last one."
+        )
     else:
         caption = "No experiment of the current generation has met every hard SLO yet."
     failed = sum(s.record.state == "FAILED" for s in gsteps)
     if failed:
         caption += f" {failed} failed and are not drawn (see Failures)."
     rows = [
-        [str(s.index), rid(s.record), s.record.generation[:8], s.record.state.lower(), number(s.value), number(s.best_so_far)]
+        [
+            str(s.index),
+            rid(s.record),
+            s.record.generation[:8],
+            s.record.state.lower(),
+            number(s.value),
+            number(s.best_so_far),
+        ]
         for s in steps
     ]
     table = Table(["#", "Experiment", "Generation", "State", label(objective.metric), "Best so far"], rows)
@@ -470,11 +577,18 @@ def importance(imp: Importance | None, objective: Objective, completed: int, min
                 "name": "importance",
             }
         ],
-        "layout": layout(xaxis=axis("Share of the variation explained", tickformat=".0%"), yaxis=axis(""),
-                         showlegend=False, height=max(220, 60 + 34 * len(items)), margin={"l": 180, "r": 24, "t": 16, "b": 56}),
+        "layout": layout(
+            xaxis=axis("Share of the variation explained", tickformat=".0%"),
+            yaxis=axis(""),
+            showlegend=False,
+            height=max(220, 60 + 34 * len(items)),
+            margin={"l": 180, "r": 24, "t": 16, "b": 56},
+        ),
     }
     top_k, top_v = items[0]
-    caption = f"{top_k} matters most for {name(objective.metric)} ({percent(top_v)} of the variation explained)"
+    caption = (
+        f"{top_k} matters most for {name(objective.metric)} ({percent(top_v)} of the variation explained)"
+    )
     if len(items) > 1:
         second_k, second_v = items[1]
         caption += f", then {second_k} ({percent(second_v)})"
@@ -491,7 +605,8 @@ def importance(imp: Importance | None, objective: Objective, completed: int, min
 
 def importance_missing(completed: int, minimum: int) -> str:
     return (
-        f"Parameter importance needs at least {minimum} completed experiments with two or more parameters that "
+        f"Parameter importance needs at least {minimum} completed experiments with two or more "
+        "parameters that "
         f"varied; this generation has {completed} completed."
     )
 
@@ -516,8 +631,11 @@ def slices(records: Sequence[ExperimentRecord], objective: Objective, limit: int
                 "name": text(s.param),
                 "text": [hover(r) for r in s.records],
                 "hovertemplate": "%{text}<br>%{y:,.4~g}<extra></extra>",
-                "marker": {"size": 7, "opacity": 0.75,
-                           "color": [FEASIBLE if r.feasible else INFEASIBLE for r in s.records]},
+                "marker": {
+                    "size": 7,
+                    "opacity": 0.75,
+                    "color": [FEASIBLE if r.feasible else INFEASIBLE for r in s.records],
+                },
             }
         )
         traces.append(
@@ -547,17 +665,32 @@ def slices(records: Sequence[ExperimentRecord], objective: Objective, limit: int
     strongest = sl[0]
     lo_v, lo_m = min(strongest.medians, key=lambda vm: vm[1])
     hi_v, hi_m = max(strongest.medians, key=lambda vm: vm[1])
-    good_v, good_m, bad_v, bad_m = (hi_v, hi_m, lo_v, lo_m) if objective.direction == "maximize" else (lo_v, lo_m, hi_v, hi_m)
+    good_v, good_m, bad_v, bad_m = (
+        (hi_v, hi_m, lo_v, lo_m) if objective.direction == "maximize" else (lo_v, lo_m, hi_v, hi_m)
+    )
     caption = (
-        f"{strongest.param} moves {name(objective.metric)} the most: the median is {fmt(objective.metric, good_m)} "
+        f"{strongest.param} moves {name(objective.metric)} the most: the median is "
+        f"{fmt(objective.metric, good_m)} "
         f"with {strongest.param}={param_value(good_v)} and {fmt(objective.metric, bad_m)} with "
         f"{strongest.param}={param_value(bad_v)}."
     )
-    rows = [[s.param, param_value(v), number(m), str(sum(1 for x in s.xs if x == v))] for s in sl for v, m in s.medians]
+    rows = [
+        [s.param, param_value(v), number(m), str(sum(1 for x in s.xs if x == v))]
+        for s in sl
+        for v, m in s.medians
+    ]
     table = Table(["Parameter", "Value", f"Median {label(objective.metric)}", "Experiments"], rows)
-    chart = Chart("slices", "Parameter effects: slices", caption, figure={"data": traces, "layout": lay}, table=table,
-                  wide=True)
-    chart.notes.append("Each panel: every completed experiment (grey broke a hard SLO) and the median per value.")
+    chart = Chart(
+        "slices",
+        "Parameter effects: slices",
+        caption,
+        figure={"data": traces, "layout": lay},
+        table=table,
+        wide=True,
+    )
+    chart.notes.append(
+        "Each panel: every completed experiment (grey broke a hard SLO) and the median per value."
+    )
     return chart
 
 
@@ -565,11 +698,13 @@ def parallel_coordinates(records: Sequence[ExperimentRecord], objective: Objecti
     par = effects_mod.parallel(records, objective)
     if par is None:
         return None
-    ordered = sorted(par.lines, key=lambda ln: ln.objective if objective.direction == "maximize" else -ln.objective)
+    ordered = sorted(
+        par.lines, key=lambda ln: ln.objective if objective.direction == "maximize" else -ln.objective
+    )
     n = len(ordered)
     traces: list[dict[str, Any]] = []
     for b, color in enumerate(BUCKETS):
-        members = ordered[b * n // len(BUCKETS): (b + 1) * n // len(BUCKETS)]
+        members = ordered[b * n // len(BUCKETS) : (b + 1) * n // len(BUCKETS)]
         if not members:
             continue
         xs: list[float | None] = []
@@ -590,7 +725,7 @@ def parallel_coordinates(records: Sequence[ExperimentRecord], objective: Objecti
                 "type": "scatter",
                 "mode": "lines+markers",
                 "name": f"{'top' if b == len(BUCKETS) - 1 else 'bottom' if b == 0 else 'middle'} fifth: "
-                        f"{number(min(lo, hi))}–{number(max(lo, hi))}",
+                f"{number(min(lo, hi))}–{number(max(lo, hi))}",
                 "x": xs,
                 "y": ys,
                 "text": texts,
@@ -602,14 +737,44 @@ def parallel_coordinates(records: Sequence[ExperimentRecord], objective: Objecti
         )
     annotations = []
     for i, ax in enumerate(par.axes):
-        annotations.append({"x": i, "y": 1.08, "xref": "x", "yref": "y", "showarrow": False,
-                            "text": f"<b>{text(name(ax.name) if i == len(par.axes) - 1 else ax.name)}</b>",
-                            "yanchor": "bottom"})
+        annotations.append(
+            {
+                "x": i,
+                "y": 1.08,
+                "xref": "x",
+                "yref": "y",
+                "showarrow": False,
+                "text": f"<b>{text(name(ax.name) if i == len(par.axes) - 1 else ax.name)}</b>",
+                "yanchor": "bottom",
+            }
+        )
         for pos, tick in ax.ticks:
-            annotations.append({"x": i, "y": pos, "xref": "x", "yref": "y", "showarrow": False, "text": text(tick),
-                                "xanchor": "right", "xshift": -4, "font": {"size": 10, "color": "#495057"}})
-    shapes = [{"type": "line", "x0": i, "x1": i, "y0": 0, "y1": 1, "xref": "x", "yref": "y",
-               "line": {"color": "#adb5bd", "width": 1}} for i in range(len(par.axes))]
+            annotations.append(
+                {
+                    "x": i,
+                    "y": pos,
+                    "xref": "x",
+                    "yref": "y",
+                    "showarrow": False,
+                    "text": text(tick),
+                    "xanchor": "right",
+                    "xshift": -4,
+                    "font": {"size": 10, "color": "#495057"},
+                }
+            )
+    shapes = [
+        {
+            "type": "line",
+            "x0": i,
+            "x1": i,
+            "y0": 0,
+            "y1": 1,
+            "xref": "x",
+            "yref": "y",
+            "line": {"color": "#adb5bd", "width": 1},
+        }
+        for i in range(len(par.axes))
+    ]
     lay = layout(
         xaxis={"visible": False, "range": [-0.6, len(par.axes) - 0.6]},
         yaxis={"visible": False, "range": [-0.05, 1.2]},
@@ -619,10 +784,12 @@ def parallel_coordinates(records: Sequence[ExperimentRecord], objective: Objecti
         margin={"l": 24, "r": 24, "t": 16, "b": 40},
     )
     # the caption: what the best fifth have in common
-    top = ordered[-max(1, n // 5):]
+    top = ordered[-max(1, n // 5) :]
     common = []
     for ax in par.axes[:-1]:
-        vals = Counter(param_value(ln.record.config.get(ax.name)) for ln in top if ax.name in ln.record.config)
+        vals = Counter(
+            param_value(ln.record.config.get(ax.name)) for ln in top if ax.name in ln.record.config
+        )
         if vals:
             v, count = vals.most_common(1)[0]
             share = count / len(top)
@@ -633,23 +800,45 @@ def parallel_coordinates(records: Sequence[ExperimentRecord], objective: Objecti
         parts = [f"{percent(s)} use {what}" for s, what in common[:3]]
         caption = f"Of the best fifth of experiments by {name(objective.metric)}, " + ", ".join(parts) + "."
     else:
-        caption = f"The best fifth of experiments by {name(objective.metric)} share no single setting: several regions of the space work."
+        caption = (
+            f"The best fifth of experiments by {name(objective.metric)} share no single setting: "
+            "several regions of the space work."
+        )
     headers = ["Experiment", *[ax.name for ax in par.axes[:-1]], label(objective.metric)]
     rows = [
-        [rid(ln.record), *[param_value(ln.record.config.get(ax.name, "")) for ax in par.axes[:-1]], number(ln.objective)]
+        [
+            rid(ln.record),
+            *[param_value(ln.record.config.get(ax.name, "")) for ax in par.axes[:-1]],
+            number(ln.objective),
+        ]
         for ln in sorted(par.lines, key=lambda ln: ln.record.id)
     ]
-    chart = Chart("parallel", "Parameter effects: parallel coordinates", caption, {"data": traces, "layout": lay},
-                  Table(headers, rows), wide=True)
-    chart.notes.append("Each line is one completed experiment across its parameters, ending at its objective; darker is better.")
+    chart = Chart(
+        "parallel",
+        "Parameter effects: parallel coordinates",
+        caption,
+        {"data": traces, "layout": lay},
+        Table(headers, rows),
+        wide=True,
+    )
+    chart.notes.append(
+        "Each line is one completed experiment across its parameters, ending at its objective; "
+        "darker is better."
+    )
     return chart
 
 
 # ------------------------------------------------------------------------------------ comparisons
 
 
-def comparison(chart_id: str, title: str, groups: Sequence[compare_mod.Group], objective: Objective,
-               what: str, labels: dict[str, str] | None = None) -> Chart | None:
+def comparison(
+    chart_id: str,
+    title: str,
+    groups: Sequence[compare_mod.Group],
+    objective: Objective,
+    what: str,
+    labels: dict[str, str] | None = None,
+) -> Chart | None:
     if len(groups) < 2:
         return None
     labels = labels or {}
@@ -672,27 +861,53 @@ def comparison(chart_id: str, title: str, groups: Sequence[compare_mod.Group], o
     best_x = [text(labels.get(g.key, g.key)) for g in groups if g.best_value is not None]
     best_y = [g.best_value for g in groups if g.best_value is not None]
     if best_y:
-        traces.append({"type": "scatter", "mode": "markers", "name": "best within SLO", "x": best_x, "y": best_y,
-                       "marker": {"symbol": "star", "size": 16, "color": RECOMMENDED}})
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "best within SLO",
+                "x": best_x,
+                "y": best_y,
+                "marker": {"symbol": "star", "size": 16, "color": RECOMMENDED},
+            }
+        )
     figure = {"data": traces, "layout": layout(yaxis=axis(label(objective.metric)), xaxis=axis(what))}
     first, last = groups[0], groups[-1]
     delta = compare_mod.change(groups, objective)
     f_label, l_label = labels.get(first.key, first.key), labels.get(last.key, last.key)
     if delta is not None and first.best_value is not None and last.best_value is not None:
         caption = (
-            f"The best {name(objective.metric)} within SLO went from {fmt(objective.metric, first.best_value)} ({f_label}) "
+            f"The best {name(objective.metric)} within SLO went from "
+            f"{fmt(objective.metric, first.best_value)} ({f_label}) "
             f"to {fmt(objective.metric, last.best_value)} ({l_label}): {percent(delta, signed=True)}"
             f"{' better' if delta > 0 else ' worse' if delta < 0 else ''}."
         )
     else:
         caption = f"{f_label} and {l_label} cannot be compared: one of them has no result within SLO."
     rows = [
-        [labels.get(g.key, g.key), str(g.total), str(g.feasible), str(g.failed), number(g.median_value), number(g.best_value),
-         rid(g.best) if g.best else "–"]
+        [
+            labels.get(g.key, g.key),
+            str(g.total),
+            str(g.feasible),
+            str(g.failed),
+            number(g.median_value),
+            number(g.best_value),
+            rid(g.best) if g.best else "–",
+        ]
         for g in groups
     ]
-    table = Table([what, "Experiments", "Within SLO", "Failed", f"Median {label(objective.metric)}",
-                   f"Best {label(objective.metric)}", "Best experiment"], rows)
+    table = Table(
+        [
+            what,
+            "Experiments",
+            "Within SLO",
+            "Failed",
+            f"Median {label(objective.metric)}",
+            f"Best {label(objective.metric)}",
+            "Best experiment",
+        ],
+        rows,
+    )
     return Chart(chart_id, title, caption, figure, table)
 
 
@@ -706,25 +921,51 @@ def experiment_loads(r: ExperimentRecord, bounds: Sequence[Bound]) -> Chart | No
     if not cv.loads:
         return None
     traces: list[dict[str, Any]] = [
-        {"type": "bar", "name": label("output_throughput"), "x": cv.loads, "y": cv.series["output_throughput"],
-         "marker": {"color": ["#9ecae1" if ok else INFEASIBLE for ok in cv.feasible]}, "yaxis": "y",
-         "hovertemplate": "%{x}: %{y:,.4~g} tok/s<extra></extra>"}
+        {
+            "type": "bar",
+            "name": label("output_throughput"),
+            "x": cv.loads,
+            "y": cv.series["output_throughput"],
+            "marker": {"color": ["#9ecae1" if ok else INFEASIBLE for ok in cv.feasible]},
+            "yaxis": "y",
+            "hovertemplate": "%{x}: %{y:,.4~g} tok/s<extra></extra>",
+        }
     ]
     for i, m in enumerate(latency_metrics):
-        traces.append({"type": "scatter", "mode": "lines+markers", "name": label(m), "x": cv.loads, "y": cv.series[m],
-                       "yaxis": "y2", "line": {"color": PALETTE[(i + 2) % len(PALETTE)], "width": 2},
-                       "hovertemplate": "%{x}: %{y:,.4~g} ms<extra></extra>"})
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": label(m),
+                "x": cv.loads,
+                "y": cv.series[m],
+                "yaxis": "y2",
+                "line": {"color": PALETTE[(i + 2) % len(PALETTE)], "width": 2},
+                "hovertemplate": "%{x}: %{y:,.4~g} ms<extra></extra>",
+            }
+        )
     lay = layout(
         xaxis=axis(_load_label([cv]), type="category"),
         yaxis=axis(label("output_throughput")),
-        yaxis2=axis("Latency (ms)", overlaying="y", side="right", gridcolor="rgba(0,0,0,0)", rangemode="tozero"),
+        yaxis2=axis(
+            "Latency (ms)", overlaying="y", side="right", gridcolor="rgba(0,0,0,0)", rangemode="tozero"
+        ),
         height=340,
         margin={"l": 64, "r": 64, "t": 16, "b": 56},
     )
     lay["shapes"] = [
-        {"type": "line", "xref": "paper", "yref": "y2", "x0": 0, "x1": 1, "y0": b.max, "y1": b.max,
-         "line": {"color": RECOMMENDED, "dash": "dash", "width": 1}}
-        for b in bounds if b.metric in latency_metrics
+        {
+            "type": "line",
+            "xref": "paper",
+            "yref": "y2",
+            "x0": 0,
+            "x1": 1,
+            "y0": b.max,
+            "y1": b.max,
+            "line": {"color": RECOMMENDED, "dash": "dash", "width": 1},
+        }
+        for b in bounds
+        if b.metric in latency_metrics
     ]
     best_load = curves_mod.max_compliant_load(cv)
     if best_load is not None:
@@ -733,15 +974,22 @@ def experiment_loads(r: ExperimentRecord, bounds: Sequence[Bound]) -> Chart | No
             f"The highest load within every hard SLO is {_load_words(cv.load_kind, best_load)}, with "
             f"{fmt('output_throughput', cv.series['output_throughput'][i])}."
         )
-        broken = [(load, ok) for load, ok in zip(cv.loads, cv.feasible, strict=True) if not ok and load > best_load]
+        broken = [
+            (load, ok) for load, ok in zip(cv.loads, cv.feasible, strict=True) if not ok and load > best_load
+        ]
         if broken:
             caption += f" From {_load_words(cv.load_kind, broken[0][0])} on, a hard SLO breaks."
     else:
         caption = "No load level met every hard SLO."
     rows = [
-        [_load_words(cv.load_kind, load), *[number(cv.series[m][i]) for m in ["output_throughput", *latency_metrics]],
-         "yes" if cv.feasible[i] else "no"]
+        [
+            _load_words(cv.load_kind, load),
+            *[number(cv.series[m][i]) for m in ["output_throughput", *latency_metrics]],
+            "yes" if cv.feasible[i] else "no",
+        ]
         for i, load in enumerate(cv.loads)
     ]
-    table = Table(["Load", label("output_throughput"), *[label(m) for m in latency_metrics], "Within hard SLOs"], rows)
+    table = Table(
+        ["Load", label("output_throughput"), *[label(m) for m in latency_metrics], "Within hard SLOs"], rows
+    )
     return Chart("loads", "Throughput and latency by load", caption, {"data": traces, "layout": lay}, table)

@@ -40,7 +40,9 @@ class Group:
         return sum(r.state == "FAILED" for r in self.records)
 
 
-def _groups(records: Sequence[ExperimentRecord], key: Callable[[ExperimentRecord], str], objective: Objective) -> list[Group]:
+def _groups(
+    records: Sequence[ExperimentRecord], key: Callable[[ExperimentRecord], str], objective: Objective
+) -> list[Group]:
     order: dict[str, list[ExperimentRecord]] = {}
     for r in records:
         order.setdefault(key(r), []).append(r)

@@ -40,7 +40,9 @@ def curve(record: ExperimentRecord, metrics: Sequence[str]) -> Curve:
     )
 
 
-def highlighted(records: Sequence[ExperimentRecord], objective: Objective, limit: int = 6) -> list[ExperimentRecord]:
+def highlighted(
+    records: Sequence[ExperimentRecord], objective: Objective, limit: int = 6
+) -> list[ExperimentRecord]:
     """The recommendation first, then the engine's default, then the best others by objective."""
     measured = [r for r in records if r.state == "COMPLETE" and r.load_points]
     ids = {r.id for r in measured}

@@ -70,8 +70,16 @@ def slices(records: Sequence[ExperimentRecord], objective: Objective) -> list[Sl
             ys = [y for x, y, _ in rows if x == v and type(x) is type(v)]
             if ys:
                 medians.append((v, statistics.median(ys)))
-        out.append(Slice(param, numeric, [x for x, _, _ in rows], [y for _, y, _ in rows], [r for _, _, r in rows],
-                         medians))
+        out.append(
+            Slice(
+                param,
+                numeric,
+                [x for x, _, _ in rows],
+                [y for _, y, _ in rows],
+                [r for _, _, r in rows],
+                medians,
+            )
+        )
     return out
 
 
@@ -99,7 +107,9 @@ class Parallel:
 
 def parallel(records: Sequence[ExperimentRecord], objective: Objective) -> Parallel | None:
     """Parameter axes plus the objective as the last axis; None with fewer than two lines."""
-    measured = [(r, y) for r in records if r.state == "COMPLETE" and (y := value(r, objective.metric)) is not None]
+    measured = [
+        (r, y) for r in records if r.state == "COMPLETE" and (y := value(r, objective.metric)) is not None
+    ]
     measured = [(r, y) for r, y in measured if r.config]
     params = parameters([r for r, _ in measured])
     if len(measured) < 2 or not params:
@@ -115,12 +125,21 @@ def parallel(records: Sequence[ExperimentRecord], objective: Objective) -> Paral
             axes.append(Axis(p, True, [(_scale(float(v), lo, hi, use_log), param_value(v)) for v in order]))
         else:
             n = len(order)
-            index = {json.dumps(v, sort_keys=True, default=str): (i + 0.5) / n if n > 1 else 0.5 for i, v in enumerate(order)}
+            index = {
+                json.dumps(v, sort_keys=True, default=str): (i + 0.5) / n if n > 1 else 0.5
+                for i, v in enumerate(order)
+            }
             scales.append(index)
-            axes.append(Axis(p, False, [(pos, param_value(v)) for v, pos in zip(order, index.values(), strict=True)]))
+            axes.append(
+                Axis(p, False, [(pos, param_value(v)) for v, pos in zip(order, index.values(), strict=True)])
+            )
     ys = [y for _, y in measured]
     lo_y, hi_y = min(ys), max(ys)
-    axes.append(Axis(objective.metric, True, [(_scale(v, lo_y, hi_y, False), f"{v:,.0f}") for v in _ticks(lo_y, hi_y)]))
+    axes.append(
+        Axis(
+            objective.metric, True, [(_scale(v, lo_y, hi_y, False), f"{v:,.0f}") for v in _ticks(lo_y, hi_y)]
+        )
+    )
     lines = []
     for r, y in measured:
         positions: list[float | None] = []

@@ -53,7 +53,9 @@ def _distribution(values: list[Any]) -> Any:
     return CategoricalDistribution(distinct)
 
 
-def importance(records: Sequence[ExperimentRecord], objective: Objective, *, min_trials: int = MIN_TRIALS) -> Importance | None:
+def importance(
+    records: Sequence[ExperimentRecord], objective: Objective, *, min_trials: int = MIN_TRIALS
+) -> Importance | None:
     """Importance of each searched parameter for ``objective``, or None with too few trials or
     fewer than two parameters that actually varied."""
     trials = [r for r in records if r.state == "COMPLETE" and not r.baseline and r.config]

@@ -67,7 +67,9 @@ def margins(record: ExperimentRecord) -> list[Margin]:
         if not isinstance(metric, str) or not isinstance(bound, int | float) or bound <= 0:
             continue
         measured = v.get("value")
-        measured = float(measured) if isinstance(measured, int | float) and not isinstance(measured, bool) else None
+        measured = (
+            float(measured) if isinstance(measured, int | float) and not isinstance(measured, bool) else None
+        )
         margin = None if measured is None else 1.0 - measured / float(bound)
         out.append(Margin(metric, float(bound), measured, bool(v.get("hard", True)), margin))
     return out
@@ -86,7 +88,10 @@ def recommend(records: Sequence[ExperimentRecord], objectives: Sequence[Objectiv
     base = baseline_of(records)
     note = None
     if base is None:
-        note = "The engine's default configuration was not measured in this study (search.includeDefault is off)."
+        note = (
+            "The engine's default configuration was not measured in this study "
+            "(search.includeDefault is off)."
+        )
     elif base.state != "COMPLETE":
         reason = base.failure.reason if base.failure else base.state.lower()
         note = f"The engine's default configuration failed ({reason}), so there is no number to compare with."
@@ -95,7 +100,8 @@ def recommend(records: Sequence[ExperimentRecord], objectives: Sequence[Objectiv
     elif broken := [m for m in margins(base) if not m.ok]:
         words = ", ".join(f"{name(m.metric)} by {percent(-(m.margin or 0))}" for m in broken)
         note = (
-            f"The engine's default configuration breaks the soft SLO on {words}: its raw numbers can be higher, "
+            f"The engine's default configuration breaks the soft SLO on {words}: "
+            "its raw numbers can be higher, "
             "but its score is penalized for that."
         )
     gains = []

@@ -97,7 +97,9 @@ class ConditionView:
 def condition(status: StatusRecord | None) -> ConditionView:
     """The one condition worth showing first: Stalled, else Reconciling, else Ready."""
     if status is None:
-        return ConditionView("Unknown", "unknown", "", "No status.json yet: the first experiment may still be running.")
+        return ConditionView(
+            "Unknown", "unknown", "", "No status.json yet: the first experiment may still be running."
+        )
     for kind, css in (("Stalled", "bad"), ("Reconciling", "running"), ("Ready", "ok")):
         c = status.condition(kind)
         if c is not None and c.status == "True":
@@ -131,7 +133,9 @@ def index_row(spec: SpecResults) -> dict[str, Any]:
     extra = ""
     if rec is not None and len(objectives) > 1:
         extra = ", ".join(fmt(o.metric, value(rec.record, o.metric)) for o in objectives[1:])
-    engines = sorted({compare.engine_version(r) for r in spec.current}) or ([spec.status.engine] if spec.status and spec.status.engine else [])
+    engines = sorted({compare.engine_version(r) for r in spec.current}) or (
+        [spec.status.engine] if spec.status and spec.status.engine else []
+    )
     return {
         "name": spec.name,
         "slug": spec.slug,
@@ -139,7 +143,9 @@ def index_row(spec: SpecResults) -> dict[str, Any]:
         "condition": {"label": cond.label, "css": cond.css, "reason": cond.reason, "message": cond.message},
         "progress_fraction": round(fraction, 4),
         "progress_text": text,
-        "best_text": f"{fmt(first.metric, best_value)} {name(first.metric)}" if best_value is not None else "–",
+        "best_text": f"{fmt(first.metric, best_value)} {name(first.metric)}"
+        if best_value is not None
+        else "–",
         "best_sort": best_value if best_value is not None else "",
         "best_extra": extra,
         "best_config": config_text(rec.record.config) if rec else "",
@@ -200,15 +206,28 @@ class TableView:
 TABLE_METRICS = ("output_throughput", "ttft_p90_ms", "tpot_p90_ms", "goodput")
 
 
-def experiment_table(spec: SpecResults, objectives: Sequence[Objective], top: ExperimentRecord | None) -> TableView:
+def experiment_table(
+    spec: SpecResults, objectives: Sequence[Objective], top: ExperimentRecord | None
+) -> TableView:
     records = spec.experiments
     params: list[str] = list(dict.fromkeys(k for r in records for k in r.config))
-    metrics = list(dict.fromkeys([o.metric for o in objectives] + [b.metric for b in slo_bounds(records)] + list(TABLE_METRICS)))
-    columns = [Column("Experiment", "text"), Column("Gen.", "text", "spec generation"), Column("State", "text"),
-               Column("SLO", "text", "within every hard SLO at the summary load point")]
+    metrics = list(
+        dict.fromkeys(
+            [o.metric for o in objectives] + [b.metric for b in slo_bounds(records)] + list(TABLE_METRICS)
+        )
+    )
+    columns = [
+        Column("Experiment", "text"),
+        Column("Gen.", "text", "spec generation"),
+        Column("State", "text"),
+        Column("SLO", "text", "within every hard SLO at the summary load point"),
+    ]
     columns += [Column(p, "num" if _numeric(records, p) else "text") for p in params]
     columns += [Column(label(m), "num") for m in metrics]
-    columns += [Column("Load", "num", "summary load point"), Column("Time (s)", "num", "total experiment time")]
+    columns += [
+        Column("Load", "num", "summary load point"),
+        Column("Time (s)", "num", "total experiment time"),
+    ]
     table = TableView(columns)
     for r in records:
         state = r.state.lower()
@@ -222,7 +241,10 @@ def experiment_table(spec: SpecResults, objectives: Sequence[Objective], top: Ex
             Cell(r.id + star + (" (default)" if r.baseline else ""), r.id, f"experiments/{page_name(r.id)}"),
             Cell(r.generation[:8], r.generation),
             Cell(state, state, css="bad" if r.state == "FAILED" else ""),
-            Cell("" if r.state != "COMPLETE" else "yes" if r.feasible else "no", css="" if r.feasible or r.state != "COMPLETE" else "bad"),
+            Cell(
+                "" if r.state != "COMPLETE" else "yes" if r.feasible else "no",
+                css="" if r.feasible or r.state != "COMPLETE" else "bad",
+            ),
         ]
         for p in params:
             v = r.config.get(p)
@@ -254,7 +276,11 @@ def _load_words(r: ExperimentRecord) -> str:
     point = _summary_point(r)
     if point is None:
         return ""
-    return f"{number(point.load_value)} req/s" if point.load_kind == "request_rate" else f"concurrency {number(point.load_value)}"
+    return (
+        f"{number(point.load_value)} req/s"
+        if point.load_kind == "request_rate"
+        else f"concurrency {number(point.load_value)}"
+    )
 
 
 def recommendation_view(spec: SpecResults, rec: Recommendation) -> dict[str, Any]:
@@ -268,13 +294,22 @@ def recommendation_view(spec: SpecResults, rec: Recommendation) -> dict[str, Any
             if g.gain < 0 and rec.baseline_breaks_slo:
                 change += ", which breaks an SLO"
                 css = "neutral"
-        gains.append({"label": label(g.objective.metric), "value": fmt(g.objective.metric, g.best), "change": change, "css": css})
+        gains.append(
+            {
+                "label": label(g.objective.metric),
+                "value": fmt(g.objective.metric, g.best),
+                "change": change,
+                "css": css,
+            }
+        )
     margins = [
         {
             "label": name(m.metric),
             "value": fmt(m.metric, m.value),
             "bound": fmt(m.metric, m.bound),
-            "margin": (f"{percent(m.margin)} headroom" if m.ok else f"{percent(-(m.margin or 0))} over") if m.margin is not None else "not measured",
+            "margin": (f"{percent(m.margin)} headroom" if m.ok else f"{percent(-(m.margin or 0))} over")
+            if m.margin is not None
+            else "not measured",
             "css": "good" if m.ok else "poor",
             "hard": m.hard,
         }
@@ -282,9 +317,14 @@ def recommendation_view(spec: SpecResults, rec: Recommendation) -> dict[str, Any
     ]
     commands, note = _commands(spec, r)
     alternatives = [
-        {"id": p.id, "page": page_name(p.id), "config": config_text(p.config),
-         "values": ", ".join(fmt(o.metric, value(p, o.metric)) for o in rec.objectives)}
-        for p in rec.pareto if p.id != r.id
+        {
+            "id": p.id,
+            "page": page_name(p.id),
+            "config": config_text(p.config),
+            "values": ", ".join(fmt(o.metric, value(p, o.metric)) for o in rec.objectives),
+        }
+        for p in rec.pareto
+        if p.id != r.id
     ]
     return {
         "id": r.id,
@@ -312,7 +352,11 @@ def _commands(spec: SpecResults, r: ExperimentRecord) -> tuple[list[dict[str, st
             of_this = False
     out = []
     if of_this:
-        for key, title in (("command.sh", "Command line"), ("docker-run.sh", "docker run"), ("deployment.yaml", "Kubernetes")):
+        for key, title in (
+            ("command.sh", "Command line"),
+            ("docker-run.sh", "docker run"),
+            ("deployment.yaml", "Kubernetes"),
+        ):
             if key in best:
                 out.append({"label": f"{title} (best/{key})", "text": best[key].rstrip("\n")})
         if out:
@@ -332,8 +376,13 @@ def spec_context(spec: SpecResults) -> dict[str, Any]:
     rec = recommend(current, objectives)
     top = rec.record if rec else None
     cs: list[Chart | None] = [
-        charts_mod.tradeoff("tradeoff", "Trade-off and Pareto front", current,
-                            charts_mod.tradeoff_objectives(objectives, bounds), top),
+        charts_mod.tradeoff(
+            "tradeoff",
+            "Trade-off and Pareto front",
+            current,
+            charts_mod.tradeoff_objectives(objectives, bounds),
+            top,
+        ),
         charts_mod.efficiency(current, charts_mod.tradeoff_objectives(objectives, bounds), top),
         charts_mod.slo_and_goodput(current, first, top),
         charts_mod.throughput_latency(current, first, bounds, top),
@@ -350,26 +399,54 @@ def spec_context(spec: SpecResults) -> dict[str, Any]:
     cs += [charts_mod.slices(current, first), charts_mod.parallel_coordinates(current, first)]
     gens = compare.by_generation(spec.experiments, first)
     gen_labels = {g.key: f"{g.key[:8]}{' (current)' if g.key == spec.generation else ''}" for g in gens}
-    cs.append(charts_mod.comparison("generations", "Generations of this spec", gens, first, "Generation", gen_labels))
-    cs.append(charts_mod.comparison("engines", "Engine versions", compare.by_engine_version(spec.experiments, first), first,
-                                    "Engine version"))
+    cs.append(
+        charts_mod.comparison(
+            "generations", "Generations of this spec", gens, first, "Generation", gen_labels
+        )
+    )
+    cs.append(
+        charts_mod.comparison(
+            "engines",
+            "Engine versions",
+            compare.by_engine_version(spec.experiments, first),
+            first,
+            "Engine version",
+        )
+    )
     charts = [c for c in cs if c is not None]
     for c in charts:
         c.json = script_json(c.figure)
     cond = condition(spec.status)
     fraction, text = progress(spec)
     failures = [
-        {"id": r.id, "page": page_name(r.id), "kind": r.failure.kind if r.failure else r.state.lower(),
-         "reason": r.failure.reason if r.failure else "", "config": config_text(r.config)}
-        for r in reversed(spec.experiments) if r.state == "FAILED"
+        {
+            "id": r.id,
+            "page": page_name(r.id),
+            "kind": r.failure.kind if r.failure else r.state.lower(),
+            "reason": r.failure.reason if r.failure else "",
+            "config": config_text(r.config),
+        }
+        for r in reversed(spec.experiments)
+        if r.state == "FAILED"
     ]
-    problems = [{"where": p.get("file", "") + (f":{p['line']}" if p.get("line") else "") + (f" {p['path']}" if p.get("path") else ""),
-                 "message": str(p.get("message", ""))} for p in (spec.status.problems if spec.status else [])]
+    problems = [
+        {
+            "where": p.get("file", "")
+            + (f":{p['line']}" if p.get("line") else "")
+            + (f" {p['path']}" if p.get("path") else ""),
+            "message": str(p.get("message", "")),
+        }
+        for p in (spec.status.problems if spec.status else [])
+    ]
     problems += [{"where": path, "message": reason} for path, reason in spec.unreadable]
-    generations = [{"id": g.key, "label": gen_labels[g.key], "current": g.key == spec.generation} for g in gens]
+    generations = [
+        {"id": g.key, "label": gen_labels[g.key], "current": g.key == spec.generation} for g in gens
+    ]
     no_rec = (
-        "No experiment has finished yet." if not current
-        else "No experiment of the current generation met every hard SLO yet: see the failures and the SLO charts below."
+        "No experiment has finished yet."
+        if not current
+        else "No experiment of the current generation met every hard SLO yet: "
+        "see the failures and the SLO charts below."
     )
     return {
         "spec": {
@@ -405,8 +482,18 @@ def experiment_context(r: ExperimentRecord) -> dict[str, Any]:
         chart.json = script_json(chart.figure)
     points = sorted(r.load_points, key=lambda p: p.load_value)
     loads = [
-        (f"{number(p.load_value)} req/s" if p.load_kind == "request_rate" else f"concurrency {number(p.load_value)}")
-        + (" ◆" if r.summary_index is not None and 0 <= r.summary_index < len(r.load_points) and r.load_points[r.summary_index] is p else "")
+        (
+            f"{number(p.load_value)} req/s"
+            if p.load_kind == "request_rate"
+            else f"concurrency {number(p.load_value)}"
+        )
+        + (
+            " ◆"
+            if r.summary_index is not None
+            and 0 <= r.summary_index < len(r.load_points)
+            and r.load_points[r.summary_index] is p
+            else ""
+        )
         for p in points
     ]
     bound_of = {b.metric: b for b in bounds}
@@ -419,20 +506,40 @@ def experiment_context(r: ExperimentRecord) -> dict[str, Any]:
             v = p.metrics.get(m)
             over = m in bound_of and isinstance(v, int | float) and v > bound_of[m].max
             cells.append({"text": fmt(m, v) if m in ALL_METRICS else number(v), "css": "bad" if over else ""})
-        rows.append({"label": label(m) + (f" (SLO {fmt(m, bound_of[m].max)})" if m in bound_of else ""), "cells": cells})
-    notes = ["◆ marks the summary load point: the highest throughput within every hard SLO."] if points else []
+        rows.append(
+            {
+                "label": label(m) + (f" (SLO {fmt(m, bound_of[m].max)})" if m in bound_of else ""),
+                "cells": cells,
+            }
+        )
+    notes = (
+        ["◆ marks the summary load point: the highest throughput within every hard SLO."] if points else []
+    )
     notes += [f"{load}: {n}" for load, p in zip(loads, points, strict=True) for n in p.notes]
-    notes += [f"{load}: errors {', '.join(f'{k}×{v}' for k, v in p.errors.items())}" for load, p in zip(loads, points, strict=True) if p.errors]
+    notes += [
+        f"{load}: errors {', '.join(f'{k}×{v}' for k, v in p.errors.items())}"
+        for load, p in zip(loads, points, strict=True)
+        if p.errors
+    ]
     objectives = [
-        {"label": label(o.metric), "raw": fmt(o.metric, o.raw),
-         "note": "" if o.value is None or o.raw is None or abs(o.value - o.raw) < 1e-9 * max(1.0, abs(o.raw))
-         else f"scored {number(o.value)} after the soft-SLO penalty"}
+        {
+            "label": label(o.metric),
+            "raw": fmt(o.metric, o.raw),
+            "note": ""
+            if o.value is None or o.raw is None or abs(o.value - o.raw) < 1e-9 * max(1.0, abs(o.raw))
+            else f"scored {number(o.value)} after the soft-SLO penalty",
+        }
         for o in r.objectives
     ]
     slo = [
-        {"label": name(str(v.get("metric"))), "value": fmt(str(v.get("metric")), _f(v.get("value"))),
-         "bound": fmt(str(v.get("metric")), _f(v.get("max"))), "hard": bool(v.get("hard", True)),
-         "margin": _margin_text(v), "css": "good" if v.get("ok") else "poor"}
+        {
+            "label": name(str(v.get("metric"))),
+            "value": fmt(str(v.get("metric")), _f(v.get("value"))),
+            "bound": fmt(str(v.get("metric")), _f(v.get("max"))),
+            "hard": bool(v.get("hard", True)),
+            "margin": _margin_text(v),
+            "css": "good" if v.get("ok") else "poor",
+        }
         for v in r.slo
     ]
     env = [
@@ -448,8 +555,12 @@ def experiment_context(r: ExperimentRecord) -> dict[str, Any]:
     ]
     failure = None
     if r.failure is not None:
-        failure = {"kind": r.failure.kind, "reason": r.failure.reason, "log_tail": r.failure.log_tail,
-                   "exit_code": r.failure.exit_code}
+        failure = {
+            "kind": r.failure.kind,
+            "reason": r.failure.reason,
+            "log_tail": r.failure.log_tail,
+            "exit_code": r.failure.exit_code,
+        }
     exp = {
         "id": r.id,
         "state": r.state.lower(),
@@ -462,7 +573,9 @@ def experiment_context(r: ExperimentRecord) -> dict[str, Any]:
         "trial": r.trial,
         "finished": when(r.finished_at),
         "config": [(k, param_value(v)) for k, v in r.config.items()],
-        "flags": [(k, param_value(v)) for k, v in r.engine_flags.items()] if r.engine_flags != r.config else [],
+        "flags": [(k, param_value(v)) for k, v in r.engine_flags.items()]
+        if r.engine_flags != r.config
+        else [],
         "objectives": objectives,
         "slo": slo,
         "summary_load": _load_words(r),
@@ -485,8 +598,10 @@ def _points_table(loads: Sequence[str], rows: Sequence[dict[str, Any]]) -> Marku
     head = "".join(f'<th scope="col">{esc(load)}</th>' for load in loads)
     body = "".join(
         f'<tr><th scope="row">{esc(row["label"])}</th>'
-        + "".join(f'<td class="{c["css"]}">{esc(c["text"])}</td>' if c["css"] else f"<td>{esc(c['text'])}</td>"
-                  for c in row["cells"])
+        + "".join(
+            f'<td class="{c["css"]}">{esc(c["text"])}</td>' if c["css"] else f"<td>{esc(c['text'])}</td>"
+            for c in row["cells"]
+        )
         + "</tr>"
         for row in rows
     )

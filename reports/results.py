@@ -42,8 +42,10 @@ def slug(name: str) -> str:
 
 
 def is_spec_dir(path: Path) -> bool:
-    return path.is_dir() and not path.name.startswith(".") and (
-        (path / STATUS_FILE).is_file() or (path / EXPERIMENTS_DIR).is_dir()
+    return (
+        path.is_dir()
+        and not path.name.startswith(".")
+        and ((path / STATUS_FILE).is_file() or (path / EXPERIMENTS_DIR).is_dir())
     )
 
 
@@ -137,7 +139,9 @@ def load_spec(spec_dir: Path) -> SpecResults:
             unreadable.append((rel, _reason(exc)))
             continue
         if record.id in sources:
-            unreadable.append((rel, f"duplicate experiment id {record.id!r} (also in {sources[record.id]}); skipped"))
+            unreadable.append(
+                (rel, f"duplicate experiment id {record.id!r} (also in {sources[record.id]}); skipped")
+            )
             continue
         records.append(record)
         sources[record.id] = rel

@@ -35,18 +35,28 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment
 
 from reports import importance
-from reports.render import TEMPLATES, environment, experiment_context, index_context, index_row, page_name, spec_context
+from reports.render import (
+    TEMPLATES,
+    environment,
+    experiment_context,
+    index_context,
+    index_row,
+    page_name,
+    spec_context,
+)
 from reports.results import BEST_DIR, BEST_FILES, EXPERIMENTS_DIR, STATUS_FILE, load_spec, slug, spec_dirs
 from specs.errors import UserError
 
@@ -57,6 +67,9 @@ FORMAT = 1
 #: files modified this close to the build that hashed them are hashed again next time
 RACY_NS = 2_000_000_000
 ASSETS = ("site.css", "site.js")
+#: worker processes pay off only for big rebuilds (each one starts a Python interpreter)
+PARALLEL_MIN_PAGES = 1500
+MAX_WORKERS = 4
 DEFAULT_TITLE = "Autotuner results"
 
 
@@ -125,7 +138,9 @@ def _hash_bytes(data: bytes) -> str:
 
 
 def _hash_parts(*parts: object) -> str:
-    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16
+    ).hexdigest()
 
 
 # ------------------------------------------------------------------------------------ files
@@ -244,8 +259,13 @@ def _remove_tree(out: Path, rel: str) -> None:
 # ------------------------------------------------------------------------------------ the build
 
 
-def build_site(results_dir: Path, out_dir: Path, *, title: str | None = None) -> BuildResult:
+def build_site(
+    results_dir: Path, out_dir: Path, *, title: str | None = None, workers: int | None = None
+) -> BuildResult:
     """Build or update the site in ``out_dir`` from ``results_dir``; only changed pages are written.
+
+    ``workers``: processes for large rebuilds (default: one per CPU core, at most
+    :data:`MAX_WORKERS`); small incremental rebuilds always run in this process.
 
     Raises :class:`specs.errors.UserError` when ``results_dir`` is not a folder or the two folders
     are the same.
@@ -253,158 +273,237 @@ def build_site(results_dir: Path, out_dir: Path, *, title: str | None = None) ->
     t0 = time.perf_counter()
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
-        raise UserError(f"results folder {results_dir} does not exist",
-                        hint="give the folder that holds one sub-folder per spec (results/ in the specs repository)")
+        raise UserError(
+            f"results folder {results_dir} does not exist",
+            hint="give the folder that holds one sub-folder per spec (results/ in the specs repository)",
+        )
     if out_dir.resolve() == results_dir.resolve():
-        raise UserError(f"the site folder {out_dir} is the results folder", hint="pass another folder to --out")
+        raise UserError(
+            f"the site folder {out_dir} is the results folder", hint="pass another folder to --out"
+        )
     site_title = title or DEFAULT_TITLE
     result = BuildResult(out_dir)
     with _locked(out_dir):
-        _Build(results_dir, out_dir, site_title, result).run()
+        _Build(results_dir, out_dir, site_title, result, workers).run()
     result.seconds = time.perf_counter() - t0
     return result
 
 
+def _common(
+    title: str, built_at: str, root: str, *, refresh: bool, input_hash: str, uses_plotly: bool
+) -> dict[str, Any]:
+    return {
+        "site_title": title,
+        "tool_version": _tool_version(),
+        "root": root,
+        "refresh": refresh,
+        "input_hash": input_hash,
+        "uses_plotly": uses_plotly,
+        "built_at": built_at,
+    }
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    """One environment per process: templates are compiled once, then reused for every page."""
+    return environment()
+
+
+def _listing(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything needed to rebuild one spec's pages; picklable, so it can run in a worker."""
+
+    spec_dir: Path
+    page_dir: Path
+    slug: str
+    spec_input: str
+    fp: str
+    file_hashes: dict[str, str]
+    #: page name -> input hash of the pages already there (empty after a code change)
+    old_pages: dict[str, str]
+    title: str
+    built_at: str
+
+
+@dataclass
+class _Done:
+    entry: dict[str, Any]
+    written: int = 0
+    skipped: int = 0
+    removed: int = 0
+
+
+def _render_spec(job: _Job) -> _Done:
+    env = _env()
+    spec = load_spec(job.spec_dir)
+    refresh = spec.reconciling
+    ctx = spec_context(spec)
+    ctx |= _common(
+        job.title,
+        job.built_at,
+        "../../",
+        refresh=refresh,
+        input_hash=job.spec_input,
+        uses_plotly=bool(ctx["charts"]),
+    )
+    writer = _Writer()
+    writer.write(job.page_dir / "index.html", env.get_template("spec.html").render(ctx))
+    writer.write(job.page_dir / "data.json", json.dumps({"input": job.spec_input, "reconciling": refresh}))
+    done = _Done({}, written=1)
+    existing = _listing(job.page_dir / EXPERIMENTS_DIR)
+    pages: dict[str, str] = {}
+    template = env.get_template("experiment.html")
+    for record in spec.experiments:
+        page = page_name(record.id)
+        page_input = _hash_parts(
+            job.fp, job.file_hashes.get(spec.sources.get(record.id, "")), spec.name, spec.title
+        )
+        pages[page] = page_input
+        if job.old_pages.get(page) == page_input and page in existing:
+            done.skipped += 1
+            continue
+        ectx = experiment_context(record) | {"spec_name": spec.name}
+        ectx |= _common(
+            job.title,
+            job.built_at,
+            "../../../",
+            refresh=False,
+            input_hash=page_input,
+            uses_plotly=ectx["chart"] is not None,
+        )
+        writer.write(job.page_dir / EXPERIMENTS_DIR / page, template.render(ectx))
+        done.written += 1
+    for stale in (set(job.old_pages) | existing) - set(pages):
+        if stale.endswith(".html"):
+            with contextlib.suppress(FileNotFoundError):
+                (job.page_dir / EXPERIMENTS_DIR / stale).unlink()
+                done.removed += 1
+    done.entry = {"slug": job.slug, "input": job.spec_input, "pages": pages, "row": index_row(spec)}
+    return done
+
+
 class _Build:
-    def __init__(self, results_dir: Path, out: Path, title: str, result: BuildResult) -> None:
+    def __init__(
+        self, results_dir: Path, out: Path, title: str, result: BuildResult, workers: int | None
+    ) -> None:
         self.results_dir = results_dir
         self.out = out
         self.title = title
         self.result = result
+        self.workers = workers
         self.writer = _Writer()
         self.started_ns = time.time_ns()
         self.manifest = _load_manifest(out)
         self.fp = fingerprint(title)
         self.full = self.manifest.get("fingerprint") != self.fp
         self.hashes = _FileHashes(self.manifest.get("files", {}), self.started_ns)
-        self._env: Environment | None = None
         self.built_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-    @property
-    def env(self) -> Environment:
-        if self._env is None:
-            self._env = environment()
-        return self._env
-
-    def common(self, root: str, *, refresh: bool, input_hash: str, uses_plotly: bool) -> dict[str, Any]:
-        return {
-            "site_title": self.title,
-            "tool_version": _tool_version(),
-            "root": root,
-            "refresh": refresh,
-            "input_hash": input_hash,
-            "uses_plotly": uses_plotly,
-            "built_at": self.built_at,
-        }
 
     def run(self) -> None:
         self.result.assets += _write_assets(self.out, self.writer, self.manifest, self.fp)
-        old_specs: dict[str, Any] = self.manifest.get("specs", {}) if not self.full else {}
-        if self.full:
-            # a new fingerprint keeps no page, but a spec folder that vanished must still go
-            old_specs_all: dict[str, Any] = self.manifest.get("specs", {})
-        else:
-            old_specs_all = old_specs
-        new_specs: dict[str, Any] = {}
+        previous: dict[str, Any] = self.manifest.get("specs", {})
+        entries: dict[str, Any] = {}
+        jobs: list[tuple[str, _Job]] = []
         used_slugs: set[str] = set()
         for spec_dir in spec_dirs(self.results_dir):
-            entry = self.spec(spec_dir, old_specs.get(spec_dir.name), used_slugs)
-            new_specs[spec_dir.name] = entry
-        for folder, entry in old_specs_all.items():
-            if folder not in new_specs:
+            unchanged, job = self.plan(
+                spec_dir, None if self.full else previous.get(spec_dir.name), used_slugs
+            )
+            if job is None:
+                entries[spec_dir.name] = unchanged
+            else:
+                jobs.append((spec_dir.name, job))
+        for folder, done in zip((f for f, _ in jobs), self.execute([j for _, j in jobs]), strict=True):
+            entries[folder] = done.entry
+            self.result.written += done.written
+            self.result.skipped += done.skipped
+            self.result.removed += done.removed
+        for folder, entry in previous.items():
+            if folder not in entries or entries[folder]["slug"] != entry.get("slug"):
                 self.result.removed += 1 + len(entry.get("pages", {}))
                 _remove_tree(self.out, f"specs/{entry.get('slug', slug(folder))}")
-        self.index(new_specs)
-        self.result.specs = len(new_specs)
+        self.result.experiments = sum(len(e["pages"]) for e in entries.values())
+        self.result.specs = len(entries)
+        self.index(entries)
         manifest = {
             "format": FORMAT,
             "fingerprint": self.fp,
             "plotly": _plotly_version(),
-            "index": self._index_input(new_specs),
-            "specs": new_specs,
+            "index": self._index_input(entries),
+            "specs": dict(sorted(entries.items())),
             "files": self.hashes.fresh,
         }
         self.writer.write(self.out / MANIFEST, json.dumps(manifest, separators=(",", ":"), sort_keys=True))
 
-    # -------------------------------------------------------------- one spec
-
-    def spec(self, spec_dir: Path, old: dict[str, Any] | None, used_slugs: set[str]) -> dict[str, Any]:
+    def plan(
+        self, spec_dir: Path, old: dict[str, Any] | None, used_slugs: set[str]
+    ) -> tuple[Any, _Job | None]:
+        """Hash the spec's inputs; return its old manifest entry when nothing changed, else a job."""
         folder = spec_dir.name
         s = slug(folder)
         while s in used_slugs:  # a plain name that equals another folder's hashed slug
             s = slug(s + "~")
         used_slugs.add(s)
         sigs = _scan(spec_dir)
-        file_hashes = {rel: self.hashes.get(f"{folder}/{rel}", spec_dir / rel, sig) for rel, sig in sorted(sigs.items())}
+        file_hashes = {
+            rel: self.hashes.get(f"{folder}/{rel}", spec_dir / rel, sig) for rel, sig in sorted(sigs.items())
+        }
         spec_input = _hash_parts(self.fp, folder, file_hashes)
         page_dir = self.out / "specs" / s
-        if (
-            old is not None
-            and old.get("input") == spec_input
-            and old.get("slug") == s
-            and (page_dir / "index.html").is_file()
-            and self._pages_present(page_dir, old.get("pages", {}))
-        ):
-            self.result.skipped += 1 + len(old.get("pages", {}))
-            self.result.experiments += len(old.get("pages", {}))
-            return old
-        spec = load_spec(spec_dir)
-        refresh = spec.reconciling
-        ctx = spec_context(spec)
-        ctx |= self.common("../../", refresh=refresh, input_hash=spec_input, uses_plotly=bool(ctx["charts"]))
-        self.writer.write(page_dir / "index.html", self.env.get_template("spec.html").render(ctx))
-        self.writer.write(page_dir / "data.json", json.dumps({"input": spec_input, "reconciling": refresh}))
-        self.result.written += 1
-        old_pages: dict[str, str] = (old or {}).get("pages", {}) if old is not None and old.get("slug") == s else {}
-        existing = self._listing(page_dir / EXPERIMENTS_DIR)
-        pages: dict[str, str] = {}
-        template = self.env.get_template("experiment.html")
-        for record in spec.experiments:
-            page = page_name(record.id)
-            rel = spec.sources.get(record.id, "")
-            page_input = _hash_parts(self.fp, file_hashes.get(rel), spec.name, spec.title)
-            pages[page] = page_input
-            if old_pages.get(page) == page_input and page in existing:
-                self.result.skipped += 1
-                continue
-            ectx = experiment_context(record) | {"spec_name": spec.name}
-            ectx |= self.common("../../../", refresh=False, input_hash=page_input, uses_plotly=ectx["chart"] is not None)
-            self.writer.write(page_dir / EXPERIMENTS_DIR / page, template.render(ectx))
-            self.result.written += 1
-        for stale in set(old_pages) - set(pages):
-            with contextlib.suppress(FileNotFoundError):
-                (page_dir / EXPERIMENTS_DIR / stale).unlink()
-                self.result.removed += 1
-        self.result.experiments += len(pages)
-        return {"slug": s, "input": spec_input, "pages": pages, "row": index_row(spec)}
+        if old is not None and old.get("slug") == s and old.get("input") == spec_input:
+            pages = old.get("pages", {})
+            listing = _listing(page_dir / EXPERIMENTS_DIR) if pages else set()
+            if (page_dir / "index.html").is_file() and set(pages) <= listing:
+                self.result.skipped += 1 + len(pages)
+                return old, None
+        old_pages = old.get("pages", {}) if old is not None and old.get("slug") == s else {}
+        return None, _Job(
+            spec_dir, page_dir, s, spec_input, self.fp, file_hashes, old_pages, self.title, self.built_at
+        )
 
-    @staticmethod
-    def _listing(folder: Path) -> set[str]:
-        try:
-            return set(os.listdir(folder))
-        except OSError:
-            return set()
-
-    def _pages_present(self, page_dir: Path, pages: dict[str, str]) -> bool:
-        if not pages:
-            return True
-        return set(pages) <= self._listing(page_dir / EXPERIMENTS_DIR)
+    def execute(self, jobs: list[_Job]) -> list[_Done]:
+        """Run the jobs here, or in worker processes when there is enough work to pay for them."""
+        pages = sum(len(j.file_hashes) for j in jobs)
+        workers = self.workers if self.workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
+        if workers <= 1 or len(jobs) < 2 or pages < PARALLEL_MIN_PAGES:
+            return [_render_spec(j) for j in jobs]
+        # spawn, not fork: the daemon calling us has threads, and forking a threaded process can
+        # copy a lock in the held state into the child
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")
+        ) as pool:
+            return list(pool.map(_render_spec, jobs))
 
     # -------------------------------------------------------------- index
 
     def _index_input(self, specs: dict[str, Any]) -> str:
-        return _hash_parts(self.fp, [(k, v["input"], v["slug"]) for k, v in sorted(specs.items())], str(self.results_dir))
+        return _hash_parts(
+            self.fp, [(k, v["input"], v["slug"]) for k, v in sorted(specs.items())], str(self.results_dir)
+        )
 
     def index(self, specs: dict[str, Any]) -> None:
         index_input = self._index_input(specs)
-        if self.manifest.get("index") == index_input and not self.full and (self.out / "index.html").is_file():
+        if (
+            self.manifest.get("index") == index_input
+            and not self.full
+            and (self.out / "index.html").is_file()
+        ):
             self.result.skipped += 1
             return
-        rows = sorted((v["row"] for v in specs.values()), key=lambda r: r["name"])
+        rows = sorted((v["row"] for v in specs.values()), key=lambda r: (r["name"], r["slug"]))
         refresh = any(r.get("reconciling") for r in rows)
         ctx = index_context(rows) | {"results_dir": str(self.results_dir)}
-        ctx |= self.common("", refresh=refresh, input_hash=index_input, uses_plotly=False)
-        self.writer.write(self.out / "index.html", self.env.get_template("index.html").render(ctx))
+        ctx |= _common(
+            self.title, self.built_at, "", refresh=refresh, input_hash=index_input, uses_plotly=False
+        )
+        self.writer.write(self.out / "index.html", _env().get_template("index.html").render(ctx))
         self.writer.write(self.out / "data.json", json.dumps({"input": index_input, "reconciling": refresh}))
         self.result.written += 1
 

@@ -97,7 +97,9 @@ def slo_bounds(records: Sequence[ExperimentRecord]) -> list[Bound]:
         for v in verdicts:
             bound = _num(v.get("max"))
             if isinstance(v.get("metric"), str) and bound is not None and bound > 0:
-                bounds.append(Bound(v["metric"], bound, bool(v.get("hard", True)), _num(v.get("weight")) or 1.0))
+                bounds.append(
+                    Bound(v["metric"], bound, bool(v.get("hard", True)), _num(v.get("weight")) or 1.0)
+                )
         if bounds:
             return bounds
     return []
@@ -153,8 +155,7 @@ def number(v: float | None, digits: int = 3) -> str:
     if a >= 10 ** (digits - 1) or float(v).is_integer():
         return f"{v:,.0f}" if a < 1e15 else f"{v:.{digits}g}"
     if a >= 1:
-        decimals = digits - 1 - (1 if a >= 10 else 0) - (1 if a >= 100 else 0)
-        return f"{v:,.{decimals}f}"
+        return f"{v:,.{max(0, digits - len(str(int(a))))}f}"
     if a == 0:
         return "0"
     return f"{v:.{digits}g}" if a < 1e-3 else f"{v:.{digits - 1 - math.floor(math.log10(a))}f}"

@@ -18,13 +18,14 @@ drops requests is over capacity, whatever the latencies of the requests that got
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from backends.loadgen.runner import Progress, run_load_point
-from backends.loadgen.target import PromptLike, TargetConfig
+from backends.loadgen.target import PromptLike, TargetConfig, fetch_model
 from backends.measure import LoadPointResult
 from specs.model import SloBound
 from specs.slo import evaluate
@@ -158,6 +159,8 @@ async def find_capacity(
     """
     slo = dict(slo or {})
     kind: Literal["concurrency", "request_rate"] = "concurrency" if by == "concurrency" else "request_rate"
+    if target.model is None:  # ask once, not at every level
+        target = dataclasses.replace(target, model=await fetch_model(target, timeout_s=min(timeout_s, 30.0)))
 
     async def measure(level: float) -> LoadPointResult:
         return await run_load_point(

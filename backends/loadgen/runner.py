@@ -221,7 +221,7 @@ async def collect(
         (i, target.body(model, r.prompt, int(r.max_tokens)), _expected_input(r))
         for i, r in enumerate(requests)
     ]
-    n_warm = min(warmup, 10 * len(jobs)) if jobs else 0
+    n_warm = warmup if jobs else 0
     warm_jobs = [(i, jobs[i % len(jobs)][1], jobs[i % len(jobs)][2]) for i in range(n_warm)]
 
     open_loop = request_rate is not None

@@ -113,6 +113,15 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
+def _valid_tp(model: ModelSpec) -> str:
+    sizes = [
+        n
+        for n in range(1, MAX_TENSOR_PARALLEL + 1)
+        if model.attention_heads % n == 0 and (model.kv_heads % n == 0 or n % model.kv_heads == 0)
+    ]
+    return f"use --tensor-parallel-size {', '.join(map(str, sizes))} for {model.key}"
+
+
 def _check_parallel(model: ModelSpec, tp: int) -> None:
     if tp > MAX_TENSOR_PARALLEL:
         raise StartupError(
@@ -122,12 +131,12 @@ def _check_parallel(model: ModelSpec, tp: int) -> None:
     if model.attention_heads % tp:
         raise StartupError(
             f"Total number of attention heads ({model.attention_heads}) must be divisible by "
-            f"tensor parallel size ({tp})."
+            f"tensor parallel size ({tp}); {_valid_tp(model)}."
         )
     if model.kv_heads % tp and tp % model.kv_heads:
         raise StartupError(
             f"Total number of key-value heads ({model.kv_heads}) and tensor parallel size ({tp}) "
-            "must divide one another."
+            f"must divide one another; {_valid_tp(model)}."
         )
 
 
@@ -161,7 +170,7 @@ def build(config: SimConfig) -> EngineSetup:
     if batched < config.max_num_seqs:
         raise StartupError(
             f"max_num_batched_tokens ({batched}) must be greater than or equal to max_num_seqs "
-            f"({config.max_num_seqs})."
+            f"({config.max_num_seqs}); raise --max-num-batched-tokens or lower --max-num-seqs."
         )
     if not config.enable_chunked_prefill and batched < max_model_len:
         raise StartupError(

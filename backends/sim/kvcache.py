@@ -110,7 +110,7 @@ class KVCache:
         if need > 0:
             self._take(need)
             req.kv_anon += need
-        if req.num_output == 0:
+        if req.num_output == 0 and not req.preemptions:
             self.queried_tokens += req.prompt_tokens
             self.hit_tokens += hits * self.block_size
         return True

@@ -1,21 +1,25 @@
 """How fast can the load generator drive a server, and how late does it see what the server sent?
 
-Two measurements, against a streaming server in a separate process (our cheap raw-asyncio
-``stream_server.py`` by default, or the sim engine with ``--server sim``):
+Two measurements, each against two servers in a separate process — our deliberately cheap
+raw-asyncio ``stream_server.py`` (worst case for the client: it emits faster than the client can
+parse) and the sim engine (``python -m backends.sim``, an aiohttp server with a per-chunk cost
+like a real engine's API server):
 
-1. **Ceiling** — zero model cost (the server emits a token to every stream each event-loop
-   turn): closed loop at several concurrencies; streamed requests/s, output tokens/s, SSE
-   events/s, and the client's own CPU seconds per event (``time.process_time`` of this process
-   only), which projects the client's ceiling on one core independent of the server's cost.
-2. **Lag** — a paced, batched server (one token to every stream every ``--itl-ms``): for every
-   content chunk, client receive time (wall clock) minus the server's ``x_sent_at``; p50/p99 at
-   1, 64 and 256 streams. Measured twice: with the load generator's stamping event loop (what
-   ``autotuner`` uses) and with a plain ``asyncio.run`` loop that stamps when the coroutine
-   resumes, to show what the stamping buys.
+1. **Ceiling** — zero model cost (the servers emit tokens as fast as their event loop turns):
+   closed loop at several concurrencies; streamed requests/s, output tokens/s, SSE events/s, and
+   the client's own CPU microseconds per event (``time.process_time`` of this process only),
+   which projects the client's ceiling on one core whatever the server costs.
+2. **Lag** — paced servers (ours: one token to every stream every ``--itl-ms``; the sim: steps
+   timed by its roofline model): for every content chunk, client receive time (wall clock)
+   minus the server's ``x_sent_at``; p50/p99 at 1, 64 and 256 streams, median of ``--repeats``
+   runs. Measured with the load generator's stamping event loop (what ``autotuner`` uses) and
+   with a plain ``asyncio.run`` loop that stamps when the coroutine resumes, to show what the
+   stamping buys.
 
-Run: ``python benchmarks/loadgen/bench_loadgen.py`` (about a minute; ``--quick`` for a smoke
-run, ``--json`` for machine output). Both processes share this machine's cores, so the numbers
-are for this machine under whatever else runs on it; the load average is printed with them.
+Run from the repository root: ``python benchmarks/loadgen/bench_loadgen.py`` (about three
+minutes; ``--quick`` for a smoke run, ``--server stream|sim`` for one server, ``--json`` for
+machine output). Client and server share this machine's cores, so the numbers are for this
+machine under whatever else runs on it; the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -33,6 +38,8 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from backends.loadgen import TargetConfig, collect, fetch_model, percentile, run_sync, synthetic_requests
 from backends.loadgen.runner import LoadPointRun
@@ -50,6 +57,7 @@ class Server:
     """
 
     def __init__(self, kind: str, itl_ms: float) -> None:
+        self.kind = kind
         if kind == "stream":
             cmd = [sys.executable, str(HERE / "stream_server.py"), "--port", "0", "--itl-ms", str(itl_ms)]
         else:
@@ -108,6 +116,7 @@ def ceiling(server: Server, levels: list[int], requests: int, output_len: int) -
         events = sum(len(r.chunk_times) for r in ok)
         rows.append(
             {
+                "server": server.kind,
                 "concurrency": c,
                 "requests": len(run.records),
                 "failed": len(run.records) - len(ok),
@@ -124,28 +133,36 @@ def ceiling(server: Server, levels: list[int], requests: int, output_len: int) -
 
 
 def lag(
-    server: Server, levels: list[int], output_len: int, stamped: bool, rounds: int = 2
+    server: Server, levels: list[int], output_len: int, stamped: bool, repeats: int, rounds: int = 2
 ) -> list[dict[str, Any]]:
+    """Per level: ``repeats`` runs of ``rounds * streams`` requests; the median run's p50/p99."""
     target = TargetConfig(server.url, model=server.model, ignore_eos=True, server_timestamps=True)
     rows = []
     for c in levels:
-        reqs = synthetic_requests(rounds * c, input_len=16, output_len=output_len, seed=c)
-        run = _run(collect(target, reqs, concurrency=c, warmup=min(c, 32), timeout_s=120), stamped)
-        samples = []
-        for r in run.records:
-            for t, sent in zip(r.chunk_times, r.server_sent_at or [], strict=False):
-                if sent:
-                    samples.append((t + run.wall_offset - sent) * 1000)
-        samples.sort()
+        runs = []
+        for rep in range(repeats):
+            reqs = synthetic_requests(rounds * c, input_len=16, output_len=output_len, seed=rep)
+            run = _run(collect(target, reqs, concurrency=c, warmup=min(c, 32), timeout_s=120), stamped)
+            samples = sorted(
+                (t + run.wall_offset - sent) * 1000
+                for r in run.records
+                for t, sent in zip(r.chunk_times, r.server_sent_at or [], strict=False)
+                if sent
+            )
+            failed = sum(1 for r in run.records if not r.ok)
+            runs.append((percentile(samples, 50), percentile(samples, 99), len(samples), failed))
+        p50s = sorted(x[0] for x in runs if x[0] is not None)
+        p99s = sorted(x[1] for x in runs if x[1] is not None)
         rows.append(
             {
+                "server": server.kind,
                 "streams": c,
                 "stamping_loop": stamped,
-                "chunks": len(samples),
-                "failed": sum(1 for r in run.records if not r.ok),
-                "lag_p50_ms": percentile(samples, 50),
-                "lag_p99_ms": percentile(samples, 99),
-                "lag_max_ms": samples[-1] if samples else None,
+                "chunks_per_run": runs[0][2],
+                "failed": sum(x[3] for x in runs),
+                "lag_p50_ms": statistics.median(p50s) if p50s else None,
+                "lag_p99_ms": statistics.median(p99s) if p99s else None,
+                "p99_range_ms": f"{p99s[0]:.2f}-{p99s[-1]:.2f}" if p99s else "-",
             }
         )
     return rows
@@ -163,8 +180,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--server", choices=["stream", "sim"], default="stream")
-    p.add_argument("--itl-ms", type=float, default=20.0, help="decode step of the paced server (lag test)")
+    p.add_argument(
+        "--server",
+        choices=["stream", "sim", "both"],
+        default="both",
+        help="server(s) to drive (default both)",
+    )
+    p.add_argument("--itl-ms", type=float, default=20.0, help="decode step of the paced stream server")
+    p.add_argument("--repeats", type=int, default=3, help="lag runs per level; the median is reported")
     p.add_argument("--quick", action="store_true", help="fewer levels and requests (smoke run)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -172,31 +195,38 @@ def main(argv: list[str] | None = None) -> int:
     ceiling_levels = [1, 64] if args.quick else [1, 16, 64, 256]
     lag_levels = [1, 64] if args.quick else [1, 64, 256]
     out_len = 64 if args.quick else 256
+    repeats = 1 if args.quick else args.repeats
+    kinds = ["stream", "sim"] if args.server == "both" else [args.server]
     result: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}",
+        f"{platform.python_version()}, aiohttp {aiohttp.__version__}",
         "loadavg_before": os.getloadavg(),
-        "server": args.server,
+        "ceiling": [],
+        "lag": [],
     }
-    server = Server(args.server, 0.0)
-    try:
-        result["ceiling"] = ceiling(server, ceiling_levels, 64 if args.quick else 256, out_len)
-    finally:
-        server.stop()
-    server = Server(args.server, args.itl_ms)
-    try:
-        result["lag"] = lag(server, lag_levels, 32 if args.quick else 64, stamped=True)
-        result["lag"] += lag(server, lag_levels, 32 if args.quick else 64, stamped=False)
-    finally:
-        server.stop()
+    for kind in kinds:
+        server = Server(kind, 0.0)
+        try:
+            result["ceiling"] += ceiling(server, ceiling_levels, 64 if args.quick else 256, out_len)
+        finally:
+            server.stop()
+        server = Server(kind, args.itl_ms)
+        try:
+            for stamped in (True, False):
+                result["lag"] += lag(server, lag_levels, 32 if args.quick else 64, stamped, repeats)
+        finally:
+            server.stop()
     result["loadavg_after"] = os.getloadavg()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['machine']}; load average before {result['loadavg_before'][0]:.2f}")
-    print(f"\nceiling (zero model cost, {out_len} output tokens per request, server: {args.server})")
+    print(f"\nceiling: zero model cost, {out_len} output tokens per request")
     print(_table(result["ceiling"]))
-    print(f"\nlag: client receive - server x_sent_at, paced server ({args.itl_ms:g} ms per step)")
+    print(
+        f"\nlag: client receive - server x_sent_at; stream server paced at {args.itl_ms:g} ms per step, "
+        f"sim paced by its roofline; median of {repeats} run(s)"
+    )
     print(_table(result["lag"]))
     print(f"\nload average after {result['loadavg_after'][0]:.2f}")
     return 0

@@ -82,9 +82,11 @@ def main() -> int:
     rows.append(("full rebuild after a code or title change", retitled.seconds, str(retitled)))
     site_bytes, site_files = size_of(site)
     plotly_bytes = (site / "assets" / "plotly.min.js").stat().st_size
+    other_kib = (site_bytes - plotly_bytes) / max(1, site_files - 1) / 1024
 
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} Linux, Python {platform.python_version()}, "
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} Linux, "
+        f"Python {platform.python_version()}, "
         f"{os.cpu_count()} CPU cores (shared), {args.specs} specs x {args.experiments} experiments "
         f"({results_files} result files, {mib(results_bytes)}; generated in {generate_s:.1f} s).",
         "",
@@ -93,8 +95,7 @@ def main() -> int:
         *[f"| {name} | {secs:.2f} | {what} |" for name, secs, what in rows],
         "",
         f"Site size: {mib(site_bytes)} in {site_files} files, of which plotly.min.js is {mib(plotly_bytes)} "
-        f"(written once). Average experiment page: {mib(site_bytes - plotly_bytes)[:-4]} MiB / {site_files} files "
-        f"≈ {(site_bytes - plotly_bytes) / max(1, site_files) / 1024:.1f} KiB.",
+        f"(written once); the other files average {other_kib:.1f} KiB.",
     ]
     report = "\n".join(lines)
     print(report)

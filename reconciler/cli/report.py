@@ -18,10 +18,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "report",
         help="build the static report site from a results folder",
         description="Build (or update) the static HTML report from RESULTS_DIR (one sub-folder per spec). "
-        "Only pages whose inputs changed are rewritten. The site works offline and from any static file server.",
+        "Only pages whose inputs changed are rewritten. The site works offline and from any static "
+        "file server.",
     )
-    p.add_argument("results", metavar="RESULTS_DIR", type=Path, help="the results folder (results/ of the specs repository)")
-    p.add_argument("--out", required=True, type=Path, metavar="SITE_DIR", help="folder to write the site into")
+    p.add_argument(
+        "results",
+        metavar="RESULTS_DIR",
+        type=Path,
+        help="the results folder (results/ of the specs repository)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="SITE_DIR", help="folder to write the site into"
+    )
     p.add_argument("--title", help="site title (default: %(default)s)", default=None)
     p.add_argument("--json", action="store_true", help="print what was built as JSON")
     return p
@@ -36,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     except UserError as exc:
         return fail(exc.message, exc.hint)
     except OSError as exc:
-        return fail(f"could not write the site: {exc}", "check that SITE_DIR is writable and the disk is not full")
+        return fail(
+            f"could not write the site: {exc}", "check that SITE_DIR is writable and the disk is not full"
+        )
     if args.json:
         print_json(
             {

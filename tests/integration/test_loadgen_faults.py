@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,6 +78,13 @@ def test_a_server_that_never_answers_times_out(server: FakeOpenAI) -> None:
     result = measure(server.url, prompts(4, fault_every=2, fault="hang"), timeout_s=0.5)
     assert result.errors == {"timeout": 2}
     assert result.metrics["completed"] == 2
+
+
+def test_no_requests_is_an_empty_load_point(server: FakeOpenAI) -> None:
+    result = measure(server.url, [])
+    assert result.metrics["completed"] == 0 and result.metrics["failed"] == 0
+    assert result.metrics["request_throughput"] is None
+    assert result.metrics["ttft_p50_ms"] is None
 
 
 def test_unreachable_server_counts_connection_errors() -> None:
@@ -236,6 +244,25 @@ def test_cli_table_counts_errors(server: FakeOpenAI) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "rate=inf" in proc.stdout
     assert "TTFT p90 ms" in proc.stdout
+
+
+def test_cli_import_prints_the_same_shape(repo_root: Path) -> None:
+    sample = repo_root / "tests" / "unit" / "adapters" / "data" / "genai-bench-sample"
+    proc = bench("--import", "genai-bench", str(sample), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["source"] == "genai-bench"
+    assert [p["load_value"] for p in data["load_points"]] == [1, 4]
+    assert all(set(p["metrics"]) == set(ALL_METRICS) for p in data["load_points"])
+    table = bench("--import", "genai-bench", str(sample))
+    assert table.returncode == 0 and "c=4" in table.stdout
+
+
+def test_cli_import_of_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    proc = bench("--import", "vllm-bench", str(tmp_path / "nope.json"))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,9 @@ def _oom(c: dict[str, Any]) -> bool:
     )
 
 
-def measure(config: dict[str, Any], load: int, *, version_gain: float, rng: random.Random) -> dict[str, float]:
+def measure(
+    config: dict[str, Any], load: int, *, version_gain: float, rng: random.Random
+) -> dict[str, float]:
     """One load point of a plausible engine: a saturating throughput curve and a TTFT that grows
     with load, sharply once more requests arrive than the batch holds."""
     c = _resolved(config)
@@ -135,7 +137,11 @@ def measure(config: dict[str, Any], load: int, *, version_gain: float, rng: rand
     # long prefill also stalls every decode behind it
     contention = (1 + running * 1024 / tokens / 40) * (1 if chunked else 1 + running / 48)
     ttft_p50 = prefill * (1 + running / 24) * contention * (1 + 3.5 * queue) * rng.uniform(0.93, 1.07)
-    tpot_p50 = (9.0 + running * (0.42 if not chunked else 0.36)) / (1.5 if tp == 2 else 1.0) * rng.uniform(0.95, 1.05)
+    tpot_p50 = (
+        (9.0 + running * (0.42 if not chunked else 0.36))
+        / (1.5 if tp == 2 else 1.0)
+        * rng.uniform(0.95, 1.05)
+    )
     requests = 200.0
     duration = requests * 256 / max(throughput, 1.0)
     within = max(0.0, min(1.0, 1.12 - 0.3 * (ttft_p50 * 1.9 / 800) - 0.2 * max(0.0, tpot_p50 * 1.7 / 60 - 1)))
@@ -184,7 +190,7 @@ def make_record(
     rng: random.Random,
 ) -> ExperimentRecord:
     """Measure ``config`` at every load of the plan and score it as the study does."""
-    objectives = [Objective(metric=m, direction=d) for m, d in plan.objectives]  # type: ignore[arg-type]
+    objectives = [Objective(metric=m, direction=d) for m, d in plan.objectives]
     resolved = _resolved(config)
     tp = resolved["parallel.tp"]
     started = number * 6.0
@@ -193,8 +199,12 @@ def make_record(
     timings: dict[str, float] = {"lease_wait_s": 0.0}
     if _oom(resolved):
         state = "FAILED"
-        failure = FailureRecord(kind="oom", reason="the engine ran out of GPU memory while starting", log_tail=OOM_LOG,
-                                exit_code=1)
+        failure = FailureRecord(
+            kind="oom",
+            reason="the engine ran out of GPU memory while starting",
+            log_tail=OOM_LOG,
+            exit_code=1,
+        )
         timings |= {"deploy_s": round(rng.uniform(1, 3), 3), "ready_s": round(rng.uniform(20, 40), 3)}
     elif not baseline and rng.random() < plan.flaky:
         state = "FAILED"
@@ -232,30 +242,44 @@ def make_record(
     if state == "COMPLETE":
         values = objective_values(summary, objectives, verdicts)
         objective_records = [
-            ObjectiveRecord(metric=o.metric, direction=o.resolved_direction, raw=summary.get(o.metric), value=v)
+            ObjectiveRecord(
+                metric=o.metric, direction=o.resolved_direction, raw=summary.get(o.metric), value=v
+            )
             for o, v in zip(objectives, values, strict=True)
         ]
     command = _command(plan.engine, config)
     return ExperimentRecord(
-        toolVersion=TOOL_VERSION,
+        tool_version=TOOL_VERSION,
         id=f"{number:04d}",
         spec=plan.name,
         generation=generation,
         trial=None if baseline else number,
-        state=state,  # type: ignore[arg-type]
+        state=state,
         simulated=plan.engine == "sim",
         baseline=baseline,
         config=dict(config),
-        configHash=_hex(json.dumps([resolved, version], sort_keys=True, default=str)),
-        engineFlags={k: v for k, v in config.items()},
+        config_hash=_hex(json.dumps([resolved, version], sort_keys=True, default=str)),
+        engine_flags={k: v for k, v in config.items()},
         command=command,
-        engine={"name": plan.engine, "version": version, "image": f"vllm/vllm-openai:v{version}", "variant": None},
+        engine={
+            "name": plan.engine,
+            "version": version,
+            "image": f"vllm/vllm-openai:v{version}",
+            "variant": None,
+        },
         backend={"kind": "docker"},
         model={"id": "meta-llama/Llama-3.1-8B-Instruct", "revision": "main"},
-        gpu=GpuRecord(model=plan.gpu_model, count=tp, ids=list(range(tp)), driver="550.54.15", memory_mib=81559),
-        workload={"fingerprint": _hex(plan.name), "dataset": "synthetic", "input_mean": 1024, "output_mean": 256},
-        loadPoints=points,
-        summaryIndex=idx,
+        gpu=GpuRecord(
+            model=plan.gpu_model, count=tp, ids=list(range(tp)), driver="550.54.15", memory_mib=81559
+        ),
+        workload={
+            "fingerprint": _hex(plan.name),
+            "dataset": "synthetic",
+            "input_mean": 1024,
+            "output_mean": 256,
+        },
+        load_points=points,
+        summary_index=idx,
         feasible=feasible if state == "COMPLETE" else False,
         summary=summary,
         slo=[v.to_dict() for v in verdicts],
@@ -263,8 +287,8 @@ def make_record(
         constraints=constraint_values(verdicts) if state == "COMPLETE" else [],
         failure=failure,
         timings=timings,
-        startedAt=_timestamp(started),
-        finishedAt=_timestamp(started + 5.5),
+        started_at=_timestamp(started),
+        finished_at=_timestamp(started + 5.5),
     )
 
 
@@ -297,8 +321,16 @@ def make_records(plan: SpecPlan) -> list[ExperimentRecord]:
                         break
                 seen.add(key)
             records.append(
-                make_record(plan, number, config, generation=generation, version=version, version_gain=gain,
-                            baseline=is_baseline, rng=rng)
+                make_record(
+                    plan,
+                    number,
+                    config,
+                    generation=generation,
+                    version=version,
+                    version_gain=gain,
+                    baseline=is_baseline,
+                    rng=rng,
+                )
             )
     return records
 
@@ -312,31 +344,46 @@ def make_status(plan: SpecPlan, records: list[ExperimentRecord]) -> StatusRecord
     message = {
         "done": f"study complete: {len(current)} experiments",
         "running": f"{len(current)} experiments so far",
-        "stalled": "spec is invalid: spec.search.parameters.max-num-seq: unknown flag (did you mean max-num-seqs?)",
+        "stalled": "spec is invalid: spec.search.parameters.max-num-seq: unknown flag "
+        "(did you mean max-num-seqs?)",
     }[plan.phase]
     reason = {"done": "StudyComplete", "running": "Progressing", "stalled": "InvalidSpec"}[plan.phase]
     conditions = [
-        Condition(type="Ready", status="True" if plan.phase == "done" else "False", reason=reason, message=message,
-                  lastTransitionTime=when),
-        Condition(type="Reconciling", status="True" if running else "False",
-                  reason="Progressing" if running else reason, message=message if running else "",
-                  lastTransitionTime=when),
-        Condition(type="Stalled", status="True" if stalled else "False", reason=reason if stalled else "AsExpected",
-                  message=message if stalled else "", lastTransitionTime=when),
+        Condition(
+            type="Ready",
+            status="True" if plan.phase == "done" else "False",
+            reason=reason,
+            message=message,
+            last_transition_time=when,
+        ),
+        Condition(
+            type="Reconciling",
+            status="True" if running else "False",
+            reason="Progressing" if running else reason,
+            message=message if running else "",
+            last_transition_time=when,
+        ),
+        Condition(
+            type="Stalled",
+            status="True" if stalled else "False",
+            reason=reason if stalled else "AsExpected",
+            message=message if stalled else "",
+            last_transition_time=when,
+        ),
     ]
     chosen = pareto_front(current) if len(plan.objectives) > 1 else []
     if not chosen:
         b = best(current)
         chosen = [b] if b else []
     return StatusRecord(
-        toolVersion=TOOL_VERSION,
+        tool_version=TOOL_VERSION,
         spec=plan.name,
         title=plan.title,
         engine=plan.engine,
         conditions=conditions,
-        observedGeneration=generation,
-        lastAppliedRevision=_hex(f"{plan.name}/revision")[:12],
-        specFile=f"specs/{plan.name}.yaml",
+        observed_generation=generation,
+        last_applied_revision=_hex(f"{plan.name}/revision")[:12],
+        spec_file=f"specs/{plan.name}.yaml",
         counts={
             "total": len(current),
             "complete": sum(r.state == "COMPLETE" for r in current),
@@ -344,18 +391,21 @@ def make_status(plan: SpecPlan, records: list[ExperimentRecord]) -> StatusRecord
             "reused": 0,
             "feasible": sum(bool(r.state == "COMPLETE" and r.feasible) for r in current),
         },
-        maxExperiments=max(len(current), (len(current) * 3) // 2 if running else len(current)),
+        max_experiments=max(len(current), (len(current) * 3) // 2 if running else len(current)),
         objectives=[{"metric": m, "direction": d} for m, d in plan.objectives],
         best=[
             {
                 "experiment": r.id,
                 "config": r.config,
                 "objectives": {o.metric: o.raw for o in r.objectives},
-                "summary": {k: r.summary.get(k) for k in ("output_throughput", "ttft_p90_ms", "tpot_p90_ms", "goodput")},
+                "summary": {
+                    k: r.summary.get(k)
+                    for k in ("output_throughput", "ttft_p90_ms", "tpot_p90_ms", "goodput")
+                },
             }
             for r in chosen
         ],
-        updatedAt=when,
+        updated_at=when,
     )
 
 
@@ -365,17 +415,30 @@ def best_files(plan: SpecPlan, record: ExperimentRecord) -> dict[str, str]:
     args = record.command[2:]
     deployment = (
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: " + plan.name + "\nspec:\n  replicas: 1\n"
-        "  template:\n    spec:\n      containers:\n      - name: engine\n        image: " + image + "\n        args:\n"
+        "  template:\n    spec:\n      containers:\n      - name: engine\n        image: "
+        + image
+        + "\n        args:\n"
         + "".join(f"        - {json.dumps(a)}\n" for a in args)
     )
     return {
         "command.sh": f"#!/bin/sh\n# Best configuration of {plan.name} (experiment {record.id}).\n"
-        + shlex.join(record.command) + "\n",
-        "docker-run.sh": "#!/bin/sh\n" + shlex.join(["docker", "run", "--rm", "--gpus", "all", "-p", "8000:8000",
-                                                     image, *args]) + "\n",
+        + shlex.join(record.command)
+        + "\n",
+        "docker-run.sh": "#!/bin/sh\n"
+        + shlex.join(["docker", "run", "--rm", "--gpus", "all", "-p", "8000:8000", image, *args])
+        + "\n",
         "deployment.yaml": deployment,
-        "engine-args.json": json.dumps({"spec": plan.name, "experiment": record.id, "generation": record.generation,
-                                        "config": record.config, "argv": record.command}, indent=2, sort_keys=True)
+        "engine-args.json": json.dumps(
+            {
+                "spec": plan.name,
+                "experiment": record.id,
+                "generation": record.generation,
+                "config": record.config,
+                "argv": record.command,
+            },
+            indent=2,
+            sort_keys=True,
+        )
         + "\n",
     }
 
@@ -400,14 +463,24 @@ def write_spec(root: Path, plan: SpecPlan, *, folder: str | None = None) -> list
     return records
 
 
-def add_experiment(root: Path, plan: SpecPlan, config: dict[str, Any], *, folder: str | None = None) -> ExperimentRecord:
+def add_experiment(
+    root: Path, plan: SpecPlan, config: dict[str, Any], *, folder: str | None = None
+) -> ExperimentRecord:
     """Append one experiment of the plan's latest generation, as a running study would."""
     spec_dir = root / (folder or plan.name)
     existing = sorted((spec_dir / "experiments").glob("*.json"))
     last = ExperimentRecord.model_validate_json(existing[-1].read_bytes())
     rng = random.Random(f"{plan.name}/{len(existing)}")
-    record = make_record(plan, len(existing) + 1, config, generation=last.generation, version=str(last.engine["version"]),
-                         version_gain=1.0 + 0.08 * (len(plan.versions) - 1), baseline=False, rng=rng)
+    record = make_record(
+        plan,
+        len(existing) + 1,
+        config,
+        generation=last.generation,
+        version=str(last.engine["version"]),
+        version_gain=1.0 + 0.08 * (len(plan.versions) - 1),
+        baseline=False,
+        rng=rng,
+    )
     _write(spec_dir / "experiments" / f"{record.id}.json", record.dump())
     return record
 
@@ -416,11 +489,19 @@ def demo_plans(count: int = 3, experiments: int = 24) -> list[SpecPlan]:
     """A varied set: one objective, two objectives (a Pareto front), one still running."""
     kinds = [
         dict(title="Llama 3.1 8B on H100, chat traffic"),
-        dict(objectives=(("output_throughput_per_gpu", "maximize"), ("ttft_p90_ms", "minimize")),
-             title="Throughput against TTFT"),
+        dict(
+            objectives=(("output_throughput_per_gpu", "maximize"), ("ttft_p90_ms", "minimize")),
+            title="Throughput against TTFT",
+        ),
         dict(phase="running", title="Still running"),
-        dict(objectives=(("output_throughput_per_gpu", "maximize"), ("ttft_p90_ms", "minimize"),
-                         ("tpot_p90_ms", "minimize")), title="Three objectives"),
+        dict(
+            objectives=(
+                ("output_throughput_per_gpu", "maximize"),
+                ("ttft_p90_ms", "minimize"),
+                ("tpot_p90_ms", "minimize"),
+            ),
+            title="Three objectives",
+        ),
     ]
     plans = []
     for i in range(count):
