@@ -54,7 +54,9 @@ def env_lines(spec: TuningSpec) -> list[tuple[str, str | None]]:
     return [(k, None if isinstance(v, EnvFrom) else v) for k, v in spec.spec.engine.env.items()]
 
 
-def render(spec: TuningSpec, record: ExperimentRecord, pareto: list[ExperimentRecord] | None = None) -> dict[str, str]:
+def render(
+    spec: TuningSpec, record: ExperimentRecord, pareto: list[ExperimentRecord] | None = None
+) -> dict[str, str]:
     engine = get_engine(spec.spec.engine.name, spec.spec.engine.variant)
     plan = engine.launch(spec, record.config, host="0.0.0.0", port=PORT)
     gpus = engine.gpus_for(spec, record.config)
@@ -63,7 +65,9 @@ def render(spec: TuningSpec, record: ExperimentRecord, pareto: list[ExperimentRe
     env = env_lines(spec)
 
     exports = "".join(
-        f"# export {k}=...   (secret: set it in your environment)\n" if v is None else f"export {k}={shlex.quote(v)}\n"
+        f"# export {k}=...   (secret: set it in your environment)\n"
+        if v is None
+        else f"export {k}={shlex.quote(v)}\n"
         for k, v in env
     )
     files["command.sh"] = (
@@ -84,7 +88,9 @@ def render(spec: TuningSpec, record: ExperimentRecord, pareto: list[ExperimentRe
         files["docker-run.sh"] = "#!/bin/sh\n" + shlex.join(docker) + "\n"
         files["deployment.yaml"] = _deployment(spec, image, plan, gpus)
     else:
-        files["docker-run.sh"] = f"# {spec.spec.engine.name} has no container image; run command.sh instead.\n"
+        files["docker-run.sh"] = (
+            f"# {spec.spec.engine.name} has no container image; run command.sh instead.\n"
+        )
 
     files["engine-args.json"] = (
         json.dumps(
@@ -175,6 +181,9 @@ def _deployment(spec: TuningSpec, image: str, plan: LaunchPlan, gpus: int) -> st
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"selector": {"app.kubernetes.io/name": name}, "ports": [{"port": PORT, "targetPort": "http"}]},
+        "spec": {
+            "selector": {"app.kubernetes.io/name": name},
+            "ports": [{"port": PORT, "targetPort": "http"}],
+        },
     }
     return yaml.safe_dump_all([deployment, service], sort_keys=False)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from reconciler.git import mask
 from reconciler.reconcile import Backoff, PassReport, Reconciler
 from reconciler.sdnotify import Notifier
 from reconciler.session import open_session
-from reconciler.git import mask
 from reconciler.workspace import Workspace
 from specs.errors import TransientError
 
@@ -53,8 +53,10 @@ def _summary(report: PassReport, running: int) -> str:
     for action in report.actions.values():
         counts[action] = counts.get(action, 0) + 1
     parts = [f"{n} {a}" for a, n in sorted(counts.items())]
-    return f"rev {report.revision[:8]}: {len(report.actions)} spec(s)" + (f" ({', '.join(parts)})" if parts else "") + (
-        f", {running} study(ies) running" if running else ""
+    return (
+        f"rev {report.revision[:8]}: {len(report.actions)} spec(s)"
+        + (f" ({', '.join(parts)})" if parts else "")
+        + (f", {running} study(ies) running" if running else "")
     )
 
 
@@ -69,7 +71,9 @@ def _watch_local(path: Path, trigger: threading.Event, stop: threading.Event) ->
         return bool(parts) and parts[0] not in ("results", "site", ".git")
 
     def loop() -> None:
-        for _ in watchfiles.watch(path, watch_filter=keep, stop_event=stop, raise_interrupt=False, debounce=500):
+        for _ in watchfiles.watch(
+            path, watch_filter=keep, stop_event=stop, raise_interrupt=False, debounce=500
+        ):
             trigger.set()
 
     thread = threading.Thread(target=loop, name="watch", daemon=True)
@@ -95,8 +99,15 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
     from apscheduler.schedulers.background import BackgroundScheduler
 
     scheduler = BackgroundScheduler(daemon=True)
-    scheduler.add_job(trigger.set, "interval", seconds=cfg.interval, jitter=max(1, int(cfg.interval * 0.1)),
-                      id="poll", max_instances=1, coalesce=True)
+    scheduler.add_job(
+        trigger.set,
+        "interval",
+        seconds=cfg.interval,
+        jitter=max(1, int(cfg.interval * 0.1)),
+        id="poll",
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.start()
     local = Path(cfg.repo)
     if "://" not in cfg.repo and local.is_dir():
@@ -105,8 +116,13 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
     ready = False
     failure = Backoff()
     with open_session(cfg.state_dir, fake_gpus=cfg.fake_gpus) as session:
-        ws = Workspace(cfg.repo, cfg.state_dir / "repo", branch=cfg.branch, results_branch=cfg.results_branch,
-                       push=cfg.push)
+        ws = Workspace(
+            cfg.repo,
+            cfg.state_dir / "repo",
+            branch=cfg.branch,
+            results_branch=cfg.results_branch,
+            push=cfg.push,
+        )
         rec = Reconciler(ws, session, labels=cfg.labels, site_dir=cfg.site_dir, max_parallel=cfg.max_parallel)
         if not (ws.clone_dir / ".git").is_dir():
             notifier.extend_timeout(900)

@@ -49,11 +49,17 @@ def _point(p: LoadPointResult, time_scale: float = 1.0) -> LoadPointRecord:
         metrics = rescale(metrics, time_scale)
         if p.load_kind == "request_rate":
             load_value = p.load_value / time_scale
-        notes.append(f"sim engine ran {time_scale:g}x faster than real time; times and rates are rescaled "
-                     "to simulated time")
+        notes.append(
+            f"sim engine ran {time_scale:g}x faster than real time; times and rates are rescaled "
+            "to simulated time"
+        )
     return LoadPointRecord(
-        load_kind=p.load_kind, load_value=load_value, metrics=metrics, source=p.source,
-        notes=notes, errors=dict(p.errors),
+        load_kind=p.load_kind,
+        load_value=load_value,
+        metrics=metrics,
+        source=p.source,
+        notes=notes,
+        errors=dict(p.errors),
     )
 
 
@@ -77,8 +83,10 @@ def explain(message: str, log_tail: str) -> str:
     """The failure message plus the engine's own last error line, when the log has one."""
     for line in reversed(log_tail.splitlines()):
         text = line.strip()
-        if text and not text.startswith("[autotuner") and any(
-            w in text.lower() for w in ("error", "exception", "out of memory", "killed", "failed")
+        if (
+            text
+            and not text.startswith("[autotuner")
+            and any(w in text.lower() for w in ("error", "exception", "out of memory", "killed", "failed"))
         ):
             return f"{message}: {text[:300]}"
     return message
@@ -111,7 +119,9 @@ class ExperimentRunner:
         self.time_scale = 1.0
         if self.body.engine.name == "sim":
             scale = self.body.engine.args.get("time-scale", self.body.engine.args.get("time_scale", 1.0))
-            self.time_scale = float(scale) if isinstance(scale, int | float) and not isinstance(scale, bool) else 1.0
+            self.time_scale = (
+                float(scale) if isinstance(scale, int | float) and not isinstance(scale, bool) else 1.0
+            )
         self._counter_lock = threading.Lock()
 
     # the engine runs on real devices unless it is the simulator, which only pretends to have GPUs
@@ -145,8 +155,13 @@ class ExperimentRunner:
         try:
             lease = self.leaser.acquire(self.devices_for(gpus), cancel=cancel)
         except InsufficientGpusError as exc:
-            return Measurement(state="FAILED", failure=FailureRecord(kind="invalid_config", reason=str(exc)),
-                               engine_flags=flags, started_at=started, finished_at=now())
+            return Measurement(
+                state="FAILED",
+                failure=FailureRecord(kind="invalid_config", reason=str(exc)),
+                engine_flags=flags,
+                started_at=started,
+                finished_at=now(),
+            )
         if lease is None:
             return Measurement(state="FAILED", interrupted=True, started_at=started)
         timings["lease_wait_s"] = round(time.monotonic() - t0, 3)
@@ -156,14 +171,24 @@ class ExperimentRunner:
             gpu = GpuRecord(model=f"{sim_gpu.upper()} (simulated)", count=gpus, ids=[])
         else:
             gpu = GpuRecord(
-                model=infos[0].name if infos else None, count=gpus, ids=list(lease.ids),
-                driver=infos[0].driver if infos else None, memory_mib=infos[0].memory_total_mib if infos else None,
+                model=infos[0].name if infos else None,
+                count=gpus,
+                ids=list(lease.ids),
+                driver=infos[0].driver if infos else None,
+                memory_mib=infos[0].memory_total_mib if infos else None,
             )
         plan = self.engine.launch(self.spec, config, host=self.host, port=free_port(self.host))
         plan = dataclasses.replace(plan, gpus=len(lease.ids))
         name = self._name(config)
-        m = Measurement(state="COMPLETE", command=list(plan.argv), engine_flags=flags, gpu=gpu,
-                        simulated=simulated, started_at=started, timings=timings)
+        m = Measurement(
+            state="COMPLETE",
+            command=list(plan.argv),
+            engine_flags=flags,
+            gpu=gpu,
+            simulated=simulated,
+            started_at=started,
+            timings=timings,
+        )
         deployment = None
         try:
             t = time.monotonic()
@@ -178,20 +203,33 @@ class ExperimentRunner:
             t = time.monotonic()
             self.progress("deploying", {"name": name, "config": config})
             crash_point("engine_started")
-            deployment.wait_ready(min(self.body.backend.startup_timeout, self.body.search.experiment_timeout),
-                                  cancel=cancel)
+            deployment.wait_ready(
+                min(self.body.backend.startup_timeout, self.body.search.experiment_timeout), cancel=cancel
+            )
             timings["ready_s"] = round(time.monotonic() - t, 3)
             t = time.monotonic()
             deadline = t0 + self.body.search.experiment_timeout
-            self._benchmark(m, deployment.base_url, plan.served_model or None, plan.reset_cache_path,
-                            max(1, gpus), deployment, cancel, deadline)
+            self._benchmark(
+                m,
+                deployment.base_url,
+                plan.served_model or None,
+                plan.reset_cache_path,
+                max(1, gpus),
+                deployment,
+                cancel,
+                deadline,
+            )
             timings["benchmark_s"] = round(time.monotonic() - t, 3)
         except DeployCancelled:
             m.interrupted = True
         except EngineFailure as exc:
             m.state = "FAILED"
-            m.failure = FailureRecord(kind=exc.kind, reason=explain(exc.message, exc.log_tail), log_tail=exc.log_tail,
-                                      exit_code=exc.exit_code)
+            m.failure = FailureRecord(
+                kind=exc.kind,
+                reason=explain(exc.message, exc.log_tail),
+                log_tail=exc.log_tail,
+                exit_code=exc.exit_code,
+            )
         finally:
             t = time.monotonic()
             if deployment is not None:
@@ -204,8 +242,17 @@ class ExperimentRunner:
             m.interrupted = True
         return m
 
-    def _benchmark(self, m: Measurement, base_url: str, model: str | None, reset_path: str | None, gpus: int,
-                   deployment: Any, cancel: threading.Event, deadline: float) -> None:
+    def _benchmark(
+        self,
+        m: Measurement,
+        base_url: str,
+        model: str | None,
+        reset_path: str | None,
+        gpus: int,
+        deployment: Any,
+        cancel: threading.Event,
+        deadline: float,
+    ) -> None:
         wl = self.body.workload
         target = TargetConfig(base_url=base_url, model=model, api=wl.api, ignore_eos=wl.ignore_eos)
         requests = self._requests(wl.requests_per_level)
@@ -215,27 +262,51 @@ class ExperimentRunner:
         def remaining() -> float | None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise EngineFailure("timeout", f"the experiment ran past experimentTimeout "
-                                    f"({self.body.search.experiment_timeout:g}s)")
+                raise EngineFailure(
+                    "timeout",
+                    f"the experiment ran past experimentTimeout ({self.body.search.experiment_timeout:g}s)",
+                )
             cap = wl.max_duration_per_level
             return min(left, cap) if cap is not None else left
 
         if warmup_requests:
-            run_sync(run_load_point(target, warmup_requests, concurrency=min(4, len(warmup_requests)),
-                                    seed=seed, gpus=gpus, timeout_s=wl.request_timeout, max_duration_s=remaining()))
+            run_sync(
+                run_load_point(
+                    target,
+                    warmup_requests,
+                    concurrency=min(4, len(warmup_requests)),
+                    seed=seed,
+                    gpus=gpus,
+                    timeout_s=wl.request_timeout,
+                    max_duration_s=remaining(),
+                )
+            )
         load = wl.load
         points: list[LoadPointResult] = []
         if load.capacity is not None:
             cap = load.capacity
-            result = run_sync(find_capacity(
-                target, requests, by=cap.by, low=cap.low, high=cap.high, max_steps=cap.max_steps,
-                tolerance=cap.tolerance, slo=self.body.slo, burstiness=load.burstiness, seed=seed, gpus=gpus,
-                timeout_s=wl.request_timeout, max_duration_s=remaining(),
-            ))
+            result = run_sync(
+                find_capacity(
+                    target,
+                    requests,
+                    by=cap.by,
+                    low=cap.low,
+                    high=cap.high,
+                    max_steps=cap.max_steps,
+                    tolerance=cap.tolerance,
+                    slo=self.body.slo,
+                    burstiness=load.burstiness,
+                    seed=seed,
+                    gpus=gpus,
+                    timeout_s=wl.request_timeout,
+                    max_duration_s=remaining(),
+                )
+            )
             points = list(result.points)
         else:
             levels: Sequence[tuple[str, float]] = (
-                [("concurrency", float(c)) for c in load.concurrency] if load.concurrency is not None
+                [("concurrency", float(c)) for c in load.concurrency]
+                if load.concurrency is not None
                 else [("request_rate", float(r)) for r in (load.request_rate or [])]
             )
             for kind, value in levels:
@@ -244,18 +315,27 @@ class ExperimentRunner:
                 if reset_path:
                     _post(base_url + reset_path)
                 self.progress("load_point", {"kind": kind, "value": value})
-                point = run_sync(run_load_point(
-                    target, requests,
-                    concurrency=int(value) if kind == "concurrency" else None,
-                    request_rate=value if kind == "request_rate" else None,
-                    burstiness=load.burstiness, seed=seed, gpus=gpus, slo=self.body.slo,
-                    timeout_s=wl.request_timeout, max_duration_s=remaining(),
-                ))
+                point = run_sync(
+                    run_load_point(
+                        target,
+                        requests,
+                        concurrency=int(value) if kind == "concurrency" else None,
+                        request_rate=value if kind == "request_rate" else None,
+                        burstiness=load.burstiness,
+                        seed=seed,
+                        gpus=gpus,
+                        slo=self.body.slo,
+                        timeout_s=wl.request_timeout,
+                        max_duration_s=remaining(),
+                    )
+                )
                 points.append(point)
                 crash_point("load_point_done")
                 m.load_points.append(_point(point, self.time_scale))
                 if not deployment.alive():
-                    raise deployment.failure("crashed", f"the engine died during the load point {kind}={value:g}")
+                    raise deployment.failure(
+                        "crashed", f"the engine died during the load point {kind}={value:g}"
+                    )
         if load.capacity is not None:
             m.load_points = [_point(p, self.time_scale) for p in points]
         if not deployment.alive():
@@ -267,8 +347,10 @@ class ExperimentRunner:
                 for k, v in p.errors.items():
                     kinds[k] = kinds.get(k, 0) + v
             top = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:3])
-            raise deployment.failure("benchmark_errors",
-                                     f"more than {ERROR_RATE_LIMIT:.0%} of requests failed at every load level ({top})")
+            raise deployment.failure(
+                "benchmark_errors",
+                f"more than {ERROR_RATE_LIMIT:.0%} of requests failed at every load level ({top})",
+            )
 
 
 def _post(url: str, timeout: float = 10.0) -> None:
@@ -278,4 +360,3 @@ def _post(url: str, timeout: float = 10.0) -> None:
             pass
     except (urllib.error.URLError, OSError) as exc:
         log.debug("cache reset %s failed: %s", url, exc)
-

@@ -48,7 +48,12 @@ def git(args: Sequence[str], cwd: Path | str, *, timeout: float = 120, check: bo
     """Run ``git ARGS`` in ``cwd`` and return stdout; raise :class:`GitError` on failure."""
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=timeout,
+            ["git", *args],
+            cwd=cwd,
+            env=git_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
@@ -56,6 +61,10 @@ def git(args: Sequence[str], cwd: Path | str, *, timeout: float = 120, check: bo
     except FileNotFoundError:
         raise GitError("git is not installed (it is needed for specs repositories)") from None
     if check and proc.returncode != 0:
-        detail = mask((proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout).strip() else "")
+        detail = mask(
+            (proc.stderr or proc.stdout).strip().splitlines()[-1]
+            if (proc.stderr or proc.stdout).strip()
+            else ""
+        )
         raise GitError(f"git {mask(' '.join(args[:3]))} failed: {detail}")
     return proc.stdout

@@ -98,7 +98,8 @@ def estimate_experiment_seconds(spec: TuningSpec) -> tuple[float, list[str]]:
     warmup = wl.warmup_requests * per_request / 4
     total = (startup + warmup + sum(levels)) / scale + 5.0
     notes = [
-        f"{engine}: start-up ~{startup:.0f}s, TTFT ~{ttft * 1000:.0f} ms, TPOT ~{tpot * 1000:.0f} ms (typical values)",
+        f"{engine}: start-up ~{startup:.0f}s, TTFT ~{ttft * 1000:.0f} ms, "
+        f"TPOT ~{tpot * 1000:.0f} ms (typical values)",
         f"{len(levels)} load level(s) x {n} requests, ~{_output_tokens(spec):.0f} output tokens each",
     ]
     if scale != 1.0:
@@ -141,8 +142,13 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
         axes=[
             {"name": a.name, "size": None if a.values is None else len(a.values), "values": a.values}
             if a.values is not None
-            else {"name": a.name, "size": None, "low": a.param.low if a.param else None,
-                  "high": a.param.high if a.param else None, "log": bool(a.param and a.param.log)}
+            else {
+                "name": a.name,
+                "size": None,
+                "low": a.param.low if a.param else None,
+                "high": a.param.high if a.param else None,
+                "log": bool(a.param and a.param.log),
+            }
             for a in axes(spec)
         ],
         raw_size=size,

@@ -131,7 +131,9 @@ class Reconciler:
                 loaded = check_loaded(load_spec_text(text, path))
                 name = loaded.name
                 if name in seen:
-                    problem = loaded.problem(("metadata", "name"), f"name {name!r} is also used by {seen[name]}")
+                    problem = loaded.problem(
+                        ("metadata", "name"), f"name {name!r} is also used by {seen[name]}"
+                    )
                     entries.append(SpecEntry(path, name, None, [problem], text))
                     continue
                 seen[name] = path
@@ -161,7 +163,7 @@ class Reconciler:
     def reconcile(self, *, wait: bool) -> PassReport:
         """One pass. With ``wait``, studies started by this pass run to completion before it returns
         (``autotuner reconcile``); otherwise they keep running in the background (the daemon)."""
-        revision = self.ws.fetch()
+        revision = self.ws.specs_revision(self.ws.fetch())
         self.revision = revision
         report = PassReport(revision=revision)
         entries = self.desired(revision)
@@ -194,9 +196,15 @@ class Reconciler:
         if entry.loaded is None:
             if self.labels and not self._may_claim(entry):
                 return "skipped"
-            status = build_status(name=entry.name, phase="stalled", old=old, problems=entry.problems,
-                                  message=f"invalid spec: {len(entry.problems)} problem(s); fix {entry.path}",
-                                  revision=revision, spec_file=entry.path)
+            status = build_status(
+                name=entry.name,
+                phase="stalled",
+                old=old,
+                problems=entry.problems,
+                message=f"invalid spec: {len(entry.problems)} problem(s); fix {entry.path}",
+                revision=revision,
+                spec_file=entry.path,
+            )
             if store.write_status(status):
                 self.changed(f"{entry.name}: stalled, invalid spec")
             run = self.running.get(entry.name)
@@ -228,7 +236,11 @@ class Reconciler:
             stalled = old.condition("Stalled")
             if ready is not None and ready.status == "True":
                 return "done"
-            if stalled is not None and stalled.status == "True" and stalled.reason in ("InvalidInput", "StudyFailed"):
+            if (
+                stalled is not None
+                and stalled.status == "True"
+                and stalled.reason in ("InvalidInput", "StudyFailed")
+            ):
                 return "stalled"
         bo = self.backoff.get(entry.name)
         if bo is not None and time.monotonic() < bo.not_before:
@@ -239,9 +251,14 @@ class Reconciler:
         return "run"
 
     def _context(self, entry: SpecEntry, revision: str) -> RunContext:
-        return RunContext(results_root=self.ws.results_dir, state_dir=self.session.state_dir,
-                          base_dir=self.ws.clone_dir, leaser=self.session.leaser, revision=revision,
-                          spec_file=entry.path)
+        return RunContext(
+            results_root=self.ws.results_dir,
+            state_dir=self.session.state_dir,
+            base_dir=self.ws.clone_dir,
+            leaser=self.session.leaser,
+            revision=revision,
+            spec_file=entry.path,
+        )
 
     def _start(self, entry: SpecEntry, loaded: LoadedSpec, revision: str) -> None:
         stop = threading.Event()

@@ -63,7 +63,7 @@ class ResultsStore:
 
     def experiments(self) -> list[ExperimentRecord]:
         """Every readable record, by id. A corrupt file is logged and skipped, never fatal."""
-        out = []
+        out: list[ExperimentRecord] = []
         if not self.experiments_dir.is_dir():
             return out
         for path in sorted(self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json")):
@@ -74,7 +74,9 @@ class ResultsStore:
         return out
 
     def next_id(self) -> str:
-        ids = [int(p.stem) for p in self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json") if p.stem.isdigit()]
+        ids = [
+            int(p.stem) for p in self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json") if p.stem.isdigit()
+        ]
         return f"{max(ids, default=0) + 1:04d}"
 
     def add_experiment(self, record: ExperimentRecord) -> ExperimentRecord:

@@ -37,12 +37,12 @@ def make_backend(spec: TuningSpec, state_dir: Path) -> DeployBackend:
         return LocalBackend(state_dir)
     if kind == "docker":
         try:
-            import docker  # type: ignore[import-untyped]  # noqa: F401
+            import docker  # noqa: F401
         except ImportError:
             raise MissingExtraError("docker", "docker") from None
     if kind == "kubernetes":
         try:
-            import kubernetes  # type: ignore[import-untyped]  # noqa: F401
+            import kubernetes  # noqa: F401
         except ImportError:
             raise MissingExtraError("kubernetes", "kubernetes") from None
     raise UserError(
@@ -76,11 +76,26 @@ def write_best(spec: TuningSpec, store: ResultsStore, records: list[ExperimentRe
     return store.write_best(render(spec, winner, pareto_front(gen)))
 
 
-def write_status(spec: TuningSpec, store: ResultsStore, ctx: RunContext, phase: Phase, message: str,
-                 reason: str | None = None) -> bool:
+def write_status(
+    spec: TuningSpec,
+    store: ResultsStore,
+    ctx: RunContext,
+    phase: Phase,
+    message: str,
+    reason: str | None = None,
+) -> bool:
     records = store.experiments()
-    status = build_status(name=spec.name, phase=phase, message=message, old=store.status(), spec=spec,
-                          records=records, revision=ctx.revision, spec_file=ctx.spec_file, reason=reason)
+    status = build_status(
+        name=spec.name,
+        phase=phase,
+        message=message,
+        old=store.status(),
+        spec=spec,
+        records=records,
+        revision=ctx.revision,
+        spec_file=ctx.spec_file,
+        reason=reason,
+    )
     return store.write_status(status)
 
 
@@ -105,7 +120,9 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         return None
     try:
         workload = build_workload(
-            spec.spec.workload.dataset, seed=spec.spec.search.seed, base_dir=ctx.base_dir,
+            spec.spec.workload.dataset,
+            seed=spec.spec.search.seed,
+            base_dir=ctx.base_dir,
             cache_dir=ctx.state_dir / "datasets",
         )
         backend = ctx.backend or make_backend(spec, ctx.state_dir)
@@ -114,8 +131,12 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         _changed(ctx, spec.name)
         raise
     runner = ExperimentRunner(
-        spec, backend=backend, leaser=ctx.leaser, workload=workload,
-        logs_dir=ctx.state_dir / "logs" / spec.name, progress=ctx.progress,
+        spec,
+        backend=backend,
+        leaser=ctx.leaser,
+        workload=workload,
+        logs_dir=ctx.state_dir / "logs" / spec.name,
+        progress=ctx.progress,
     )
     (ctx.state_dir / "logs" / spec.name).mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
@@ -129,8 +150,15 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
 
     workload_info: dict[str, Any] = workload.to_record()
     study = Study(
-        spec, store, runner, workload_fingerprint=workload.fingerprint, workload_info=workload_info,
-        engine_flags_of=runner.engine_flags, is_valid=runner.can_run, progress=ctx.progress, on_record=on_record,
+        spec,
+        store,
+        runner,
+        workload_fingerprint=workload.fingerprint,
+        workload_info=workload_info,
+        engine_flags_of=runner.engine_flags,
+        is_valid=runner.can_run,
+        progress=ctx.progress,
+        on_record=on_record,
         stop=ctx.stop,
     )
     if write_status(spec, store, ctx, "running", progress_message(spec, store.experiments())):
@@ -145,12 +173,29 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         phase, message = "failed", f"no experiment completed ({outcome.failed} failed)"
     else:
         phase = "done"
-        message = f"{progress_message(spec, records)}" + (", search space exhausted" if outcome.exhausted else "")
+        message = f"{progress_message(spec, records)}" + (
+            ", search space exhausted" if outcome.exhausted else ""
+        )
     if write_status(spec, store, ctx, phase, message):
         _changed(ctx, spec.name)
     return outcome
 
 
+def describe_record(name: str, record: ExperimentRecord) -> str:
+    """``spec: experiment 0003 COMPLETE output_throughput_per_gpu=1596.9`` (commit messages)."""
+    text = f"{name}: experiment {record.id} {record.state}"
+    if record.state == "COMPLETE" and record.objectives:
+        o = record.objectives[0]
+        text += f" {o.metric}={o.raw:.4g}" if o.raw is not None else ""
+        if not record.feasible:
+            text += " (misses a hard SLO)"
+    elif record.failure is not None:
+        text += f" ({record.failure.kind})"
+    if record.reused_from:
+        text += f", reused from {record.reused_from}"
+    return text
+
+
 def _changed(ctx: RunContext, name: str, record: ExperimentRecord | None = None) -> None:
     if ctx.on_change is not None:
-        ctx.on_change(name if record is None else f"{name} experiment {record.id}")
+        ctx.on_change(f"{name}: status" if record is None else describe_record(name, record))

@@ -36,8 +36,11 @@ class Session:
                 backend = make_backend(loaded.spec, self.state_dir)
                 removed = backend.cleanup_orphans()
                 if removed:
-                    log.warning("stopped %d orphaned engine(s) left by an earlier run: %s", len(removed),
-                                ", ".join(removed))
+                    log.warning(
+                        "stopped %d orphaned engine(s) left by an earlier run: %s",
+                        len(removed),
+                        ", ".join(removed),
+                    )
                 self.backends[kind] = backend
             return self.backends[kind]
 
@@ -54,8 +57,15 @@ class Session:
         spec_file: str | None = None,
     ) -> StudyOutcome | None:
         ctx = RunContext(
-            results_root=results, state_dir=self.state_dir, base_dir=base_dir, leaser=self.leaser,
-            backend=self.backend(loaded), progress=progress, stop=stop, revision=revision, spec_file=spec_file,
+            results_root=results,
+            state_dir=self.state_dir,
+            base_dir=base_dir,
+            leaser=self.leaser,
+            backend=self.backend(loaded),
+            progress=progress,
+            stop=stop,
+            revision=revision,
+            spec_file=spec_file,
         )
         if site_dir is not None:
             from reconciler.site import rebuild_site

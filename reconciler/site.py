@@ -10,9 +10,9 @@ log = logging.getLogger(__name__)
 
 
 def rebuild_site(results: Path, site_dir: Path, *, title: str | None = None) -> bool:
-    from reports.site import build_site
-
     try:
+        from reports.site import build_site
+
         build_site(Path(results), Path(site_dir), title=title)
     except Exception:
         log.exception("rebuilding the report site in %s failed", site_dir)

@@ -23,7 +23,7 @@ Phase = Literal["running", "done", "stalled", "suspended", "failed", "deleted"]
 def _condition(kind: str, status: str, reason: str, message: str, old: StatusRecord | None) -> Condition:
     prev = old.condition(kind) if old else None
     when = prev.last_transition_time if prev is not None and prev.status == status else now()
-    return Condition(type=kind, status=status, reason=reason, message=message, lastTransitionTime=when)  # type: ignore[arg-type]
+    return Condition(type=kind, status=status, reason=reason, message=message, last_transition_time=when)
 
 
 def counts(records: Sequence[ExperimentRecord]) -> dict[str, int]:
@@ -46,7 +46,9 @@ def best_summary(records: Sequence[ExperimentRecord], spec: TuningSpec | None) -
             "experiment": r.id,
             "config": r.config,
             "objectives": {o.metric: o.raw for o in r.objectives},
-            "summary": {k: r.summary.get(k) for k in ("output_throughput", "ttft_p90_ms", "tpot_p90_ms", "goodput")},
+            "summary": {
+                k: r.summary.get(k) for k in ("output_throughput", "ttft_p90_ms", "tpot_p90_ms", "goodput")
+            },
         }
         for r in chosen
     ]
@@ -68,34 +70,54 @@ def build_status(
     generation = spec.generation() if spec is not None else (old.observed_generation if old else None)
     gen_records = [r for r in records if r.generation == generation] if generation else []
     ready_reason = {
-        "done": "StudyComplete", "running": "Progressing", "stalled": "InvalidSpec", "suspended": "Suspended",
-        "failed": "StudyFailed", "deleted": "SpecDeleted",
+        "done": "StudyComplete",
+        "running": "Progressing",
+        "stalled": "InvalidSpec",
+        "suspended": "Suspended",
+        "failed": "StudyFailed",
+        "deleted": "SpecDeleted",
     }[phase]
     reason = reason or ready_reason
     conditions = [
         _condition("Ready", "True" if phase == "done" else "False", reason, message, old),
-        _condition("Reconciling", "True" if phase == "running" else "False",
-                   "Progressing" if phase == "running" else reason, message if phase == "running" else "", old),
-        _condition("Stalled", "True" if phase in ("stalled", "failed") else "False",
-                   reason if phase in ("stalled", "failed") else "AsExpected",
-                   message if phase in ("stalled", "failed") else "", old),
+        _condition(
+            "Reconciling",
+            "True" if phase == "running" else "False",
+            "Progressing" if phase == "running" else reason,
+            message if phase == "running" else "",
+            old,
+        ),
+        _condition(
+            "Stalled",
+            "True" if phase in ("stalled", "failed") else "False",
+            reason if phase in ("stalled", "failed") else "AsExpected",
+            message if phase in ("stalled", "failed") else "",
+            old,
+        ),
     ]
     status = StatusRecord(
-        toolVersion=__version__,
+        tool_version=__version__,
         spec=name,
         title=(spec.spec.report.title if spec is not None else (old.title if old else None)),
         engine=(spec.spec.engine.name if spec is not None else (old.engine if old else None)),
         conditions=conditions,
-        observedGeneration=generation,
-        lastAppliedRevision=revision if revision is not None else (old.last_applied_revision if old else None),
-        specFile=spec_file if spec_file is not None else (old.spec_file if old else None),
+        observed_generation=generation,
+        last_applied_revision=revision
+        if revision is not None
+        else (old.last_applied_revision if old else None),
+        spec_file=spec_file if spec_file is not None else (old.spec_file if old else None),
         counts=counts(gen_records),
-        maxExperiments=spec.spec.search.max_experiments if spec is not None else (old.max_experiments if old else None),
-        objectives=[o.model_dump(mode="json") | {"direction": o.resolved_direction} for o in spec.spec.objectives]
-        if spec is not None else (old.objectives if old else []),
+        max_experiments=spec.spec.search.max_experiments
+        if spec is not None
+        else (old.max_experiments if old else None),
+        objectives=[
+            o.model_dump(mode="json") | {"direction": o.resolved_direction} for o in spec.spec.objectives
+        ]
+        if spec is not None
+        else (old.objectives if old else []),
         best=best_summary(gen_records, spec),
         problems=[p.to_dict() for p in problems],
-        updatedAt=old.updated_at if old else None,
+        updated_at=old.updated_at if old else None,
     )
     if old is None or _without_time(status) != _without_time(old):
         status = status.model_copy(update={"updated_at": now()})

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import optuna
 from optuna.storages import JournalStorage
@@ -41,7 +41,7 @@ from backends.faults import crash_point
 from reconciler import __version__
 from reconciler.results import ResultsStore
 from specs.errors import MissingExtraError
-from specs.model import ParamSpec, TuningSpec
+from specs.model import ParamSpec, Scalar, TuningSpec
 from specs.ranking import best as best_record
 from specs.records import ExperimentRecord, FailureRecord, GpuRecord, LoadPointRecord, ObjectiveRecord
 from specs.slo import ObjectiveMissing, constraint_values, evaluate, hard_ok, objective_values, pick_summary
@@ -113,8 +113,12 @@ def config_hash(spec: TuningSpec, engine_flags: dict[str, Any], workload_fingerp
     body = spec.spec
     wl = body.workload
     key = {
-        "engine": {"name": body.engine.name, "version": body.engine.version, "image": body.engine.image,
-                   "variant": body.engine.variant},
+        "engine": {
+            "name": body.engine.name,
+            "version": body.engine.version,
+            "image": body.engine.image,
+            "variant": body.engine.variant,
+        },
         "model": body.model.model_dump(mode="json"),
         "backend": body.backend.kind,
         "flags": engine_flags,
@@ -139,7 +143,7 @@ def make_sampler(spec: TuningSpec) -> optuna.samplers.BaseSampler:
         population = max(4, min(50, search.max_experiments // 2))
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     try:
-        from optuna_integration import BoTorchSampler  # type: ignore[import-not-found]
+        from optuna_integration import BoTorchSampler
     except ImportError:
         raise MissingExtraError("optuna_integration[botorch]", "botorch") from None
     return BoTorchSampler(seed=seed)  # pragma: no cover - needs torch
@@ -149,7 +153,7 @@ def suggest(trial: optuna.Trial, spec: TuningSpec) -> Config:
     config: Config = {}
     for axis in axes(spec):
         if axis.values is not None:
-            config[axis.name] = trial.suggest_categorical(axis.name, list(axis.values))
+            config[axis.name] = cast(Scalar, trial.suggest_categorical(axis.name, list(axis.values)))
         else:
             assert axis.param is not None
             config[axis.name] = _suggest_range(trial, axis.name, axis.param)
@@ -248,8 +252,16 @@ class Study:
 
     # ------------------------------------------------------------------ records
 
-    def _record(self, config: Config, m: Measurement, *, trial: int | None, baseline: bool, chash: str,
-                reused_from: str | None = None) -> ExperimentRecord:
+    def _record(
+        self,
+        config: Config,
+        m: Measurement,
+        *,
+        trial: int | None,
+        baseline: bool,
+        chash: str,
+        reused_from: str | None = None,
+    ) -> ExperimentRecord:
         body = self.spec.spec
         slo = body.slo
         points = [p.metrics for p in m.load_points]
@@ -271,29 +283,39 @@ class Study:
                 values = [math.nan] * len(body.objectives)
             for o, v in zip(body.objectives, values, strict=True):
                 raw = summary.get(o.metric)
-                objectives.append(ObjectiveRecord(metric=o.metric, direction=o.resolved_direction, raw=raw,
-                                                  value=None if math.isnan(v) else v))
+                objectives.append(
+                    ObjectiveRecord(
+                        metric=o.metric,
+                        direction=o.resolved_direction,
+                        raw=raw,
+                        value=None if math.isnan(v) else v,
+                    )
+                )
         return ExperimentRecord(
-            toolVersion=__version__,
+            tool_version=__version__,
             id="pending",
             spec=self.spec.name,
             generation=self.generation,
             trial=trial,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             simulated=m.simulated,
             baseline=baseline,
             config=dict(config),
-            configHash=chash,
-            engineFlags=m.engine_flags,
+            config_hash=chash,
+            engine_flags=m.engine_flags,
             command=m.command,
-            engine={"name": body.engine.name, "version": body.engine.version, "image": body.engine.image,
-                    "variant": body.engine.variant},
+            engine={
+                "name": body.engine.name,
+                "version": body.engine.version,
+                "image": body.engine.image,
+                "variant": body.engine.variant,
+            },
             backend={"kind": body.backend.kind},
             model=body.model.model_dump(mode="json", by_alias=True),
             gpu=m.gpu,
             workload={"fingerprint": self.fingerprint, **self.workload_info},
-            loadPoints=m.load_points,
-            summaryIndex=idx,
+            load_points=m.load_points,
+            summary_index=idx,
             feasible=feasible if state == "COMPLETE" else False,
             summary=summary,
             slo=[v.to_dict() for v in verdicts],
@@ -301,12 +323,14 @@ class Study:
             constraints=constraint_values(verdicts) if state == "COMPLETE" else [],
             failure=failure,
             timings=m.timings,
-            startedAt=m.started_at,
-            finishedAt=m.finished_at or now(),
-            reusedFrom=reused_from,
+            started_at=m.started_at,
+            finished_at=m.finished_at or now(),
+            reused_from=reused_from,
         )
 
-    def _reuse(self, source: ExperimentRecord, config: Config, trial: int | None, baseline: bool) -> ExperimentRecord:
+    def _reuse(
+        self, source: ExperimentRecord, config: Config, trial: int | None, baseline: bool
+    ) -> ExperimentRecord:
         m = Measurement(
             state=source.state if source.state != "PRUNED" else "FAILED",
             load_points=[LoadPointRecord.model_validate(p.model_dump()) for p in source.load_points],
@@ -319,7 +343,9 @@ class Study:
             started_at=now(),
             finished_at=now(),
         )
-        return self._record(config, m, trial=trial, baseline=baseline, chash=source.config_hash, reused_from=source.id)
+        return self._record(
+            config, m, trial=trial, baseline=baseline, chash=source.config_hash, reused_from=source.id
+        )
 
     # ------------------------------------------------------------------ the loop
 
@@ -339,13 +365,17 @@ class Study:
         done = len([r for r in records if r.state in ("COMPLETE", "FAILED")])
         failed = len([r for r in records if r.state == "FAILED"])
         finite = feasible_count(self.spec)
-        distinct_left = None if finite is None else finite - len({r.config_hash for r in records if not r.baseline})
+        distinct_left = (
+            None if finite is None else finite - len({r.config_hash for r in records if not r.baseline})
+        )
         reused = 0
         exhausted = False
         misses = 0
         need_baseline = self.search.include_default and not any(r.baseline for r in records)
         inflight: dict[Future[Measurement], tuple[int | None, Config, str, bool]] = {}
-        pool = ThreadPoolExecutor(max_workers=self.search.parallelism, thread_name_prefix=f"exp-{self.spec.name}")
+        pool = ThreadPoolExecutor(
+            max_workers=self.search.parallelism, thread_name_prefix=f"exp-{self.spec.name}"
+        )
         cancel = threading.Event()
         self.progress("study", {"generation": self.generation, "done": done, "budget": budget})
 
@@ -375,9 +405,10 @@ class Study:
                     and not stop_for_failures
                     and not self.stop.is_set()
                 ):
+                    cand: tuple[int | None, Config, bool] | None
                     if need_baseline:
                         need_baseline = False
-                        cand: tuple[int | None, Config, bool] | None = (None, {}, True)
+                        cand = (None, {}, True)
                     else:
                         if distinct_left is not None and distinct_left <= 0:
                             exhausted = True
@@ -410,8 +441,16 @@ class Study:
                         reused += 1
                         finish(self._reuse(measured[chash], config, trial, baseline), trial)
                         continue
-                    self.progress("started", {"config": config, "baseline": baseline, "trial": trial,
-                                              "number": done + len(inflight) + 1, "budget": budget})
+                    self.progress(
+                        "started",
+                        {
+                            "config": config,
+                            "baseline": baseline,
+                            "trial": trial,
+                            "number": done + len(inflight) + 1,
+                            "budget": budget,
+                        },
+                    )
                     fut = pool.submit(self.executor, config, baseline=baseline, cancel=cancel)
                     inflight[fut] = (trial, config, chash, baseline)
                 if not inflight:
@@ -423,7 +462,9 @@ class Study:
                     if m.interrupted:
                         if trial is not None:
                             study.tell(trial, state=TrialState.FAIL)
-                            study.enqueue_trial(study.trials[trial].params, user_attrs={"requeued_from": trial})
+                            study.enqueue_trial(
+                                study.trials[trial].params, user_attrs={"requeued_from": trial}
+                            )
                         continue
                     finish(self._record(config, m, trial=trial, baseline=baseline, chash=chash), trial)
         finally:
@@ -461,4 +502,3 @@ class Study:
             study.tell(trial, state=TrialState.PRUNED)
             return None
         return trial.number, config, False
-

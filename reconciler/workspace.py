@@ -63,11 +63,17 @@ class Workspace:
             tmp = self.clone_dir.with_name(self.clone_dir.name + ".tmp")
             if tmp.exists():
                 subprocess.run(["rm", "-rf", str(tmp)], check=False)
-            git(["clone", "--quiet", "--no-checkout", _with_token(self.repo), str(tmp)], self.clone_dir.parent,
-                timeout=600)
+            git(
+                ["clone", "--quiet", "--no-checkout", _with_token(self.repo), str(tmp)],
+                self.clone_dir.parent,
+                timeout=600,
+            )
             os.replace(tmp, self.clone_dir)
             git(["config", "user.name", os.environ.get("GIT_AUTHOR_NAME", "autotuner")], self.clone_dir)
-            git(["config", "user.email", os.environ.get("GIT_AUTHOR_EMAIL", "autotuner@localhost")], self.clone_dir)
+            git(
+                ["config", "user.email", os.environ.get("GIT_AUTHOR_EMAIL", "autotuner@localhost")],
+                self.clone_dir,
+            )
             self._checkout_target()
 
     def _checkout_target(self) -> None:
@@ -94,6 +100,13 @@ class Workspace:
             git(["fetch", "--quiet", "--prune", "origin"], self.clone_dir, timeout=50)
             return git(["rev-parse", f"origin/{self.branch}"], self.clone_dir).strip()
 
+    def specs_revision(self, revision: str) -> str:
+        """The last commit at or before ``revision`` that changed ``specs/``: the revision of the
+        desired state. Results commits on the same branch do not change it, so the daemon's own
+        commits never look like new work (and never rewrite ``lastAppliedRevision``)."""
+        out = git(["log", "-1", "--format=%H", revision, "--", "specs"], self.clone_dir).strip()
+        return out or revision
+
     def spec_files(self, revision: str) -> dict[str, bytes]:
         """``specs/*.yaml`` and ``*.yml`` (recursively) at ``revision``: path → content."""
         listing = git(["ls-tree", "-r", "-z", "--name-only", revision, "--", "specs"], self.clone_dir)
@@ -101,8 +114,13 @@ class Workspace:
         if not paths:
             return {}
         proc = subprocess.run(
-            ["git", "cat-file", "--batch"], cwd=self.clone_dir, env=git_env(), check=True, timeout=120,
-            input="".join(f"{revision}:{p}\n" for p in paths).encode(), capture_output=True,
+            ["git", "cat-file", "--batch"],
+            cwd=self.clone_dir,
+            env=git_env(),
+            check=True,
+            timeout=120,
+            input="".join(f"{revision}:{p}\n" for p in paths).encode(),
+            capture_output=True,
         )
         out: dict[str, bytes] = {}
         data = proc.stdout
@@ -147,14 +165,24 @@ class Workspace:
                 if not self._ahead():
                     return False
                 try:
-                    git(["push", "--quiet", "origin", f"HEAD:refs/heads/{self.target}"], self.clone_dir, timeout=300)
+                    git(
+                        ["push", "--quiet", "origin", f"HEAD:refs/heads/{self.target}"],
+                        self.clone_dir,
+                        timeout=300,
+                    )
                     return True
                 except GitError as exc:
-                    log.info("push rejected (attempt %d/%d): %s; fetching and rebasing", attempt, PUSH_RETRIES, exc)
+                    log.info(
+                        "push rejected (attempt %d/%d): %s; fetching and rebasing", attempt, PUSH_RETRIES, exc
+                    )
                     git(["fetch", "--quiet", "origin"], self.clone_dir, timeout=300)
                     if self._has_ref(f"refs/remotes/origin/{self.target}"):
                         try:
-                            git(["rebase", "--quiet", "--autostash", f"origin/{self.target}"], self.clone_dir, timeout=300)
+                            git(
+                                ["rebase", "--quiet", "--autostash", f"origin/{self.target}"],
+                                self.clone_dir,
+                                timeout=300,
+                            )
                         except GitError:
                             git(["rebase", "--abort"], self.clone_dir, check=False)
                             raise

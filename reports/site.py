@@ -153,14 +153,25 @@ class _Writer:
         self._dirs: set[Path] = set()
         self.pid = os.getpid()
 
-    def write(self, path: Path, data: str | bytes) -> None:
+    def write(self, path: Path, data: str | bytes, *, new: bool = False) -> None:
+        """Write ``path`` atomically. ``new=True``: the caller knows no page links here yet, so a
+        file that does not exist is written in place (an exclusive create, no rename: renaming
+        over nothing costs as much again on ext4, and ten thousand new pages add up)."""
         parent = path.parent
         if parent not in self._dirs:
             parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(parent)
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        if new:
+            try:
+                with open(path, "xb") as f:
+                    f.write(payload)
+                return
+            except FileExistsError:
+                pass
         tmp = parent / f".{path.name}.{self.pid}.tmp"
         with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.write(payload)
         os.replace(tmp, path)
 
 
@@ -343,23 +354,13 @@ class _Done:
 def _render_spec(job: _Job) -> _Done:
     env = _env()
     spec = load_spec(job.spec_dir)
-    refresh = spec.reconciling
-    ctx = spec_context(spec)
-    ctx |= _common(
-        job.title,
-        job.built_at,
-        "../../",
-        refresh=refresh,
-        input_hash=job.spec_input,
-        uses_plotly=bool(ctx["charts"]),
-    )
     writer = _Writer()
-    writer.write(job.page_dir / "index.html", env.get_template("spec.html").render(ctx))
-    writer.write(job.page_dir / "data.json", json.dumps({"input": job.spec_input, "reconciling": refresh}))
-    done = _Done({}, written=1)
+    done = _Done({})
     existing = _listing(job.page_dir / EXPERIMENTS_DIR)
     pages: dict[str, str] = {}
     template = env.get_template("experiment.html")
+    # experiment pages first, the spec page that links to them last: a reader following a link
+    # never finds a page that is still being written
     for record in spec.experiments:
         page = page_name(record.id)
         page_input = _hash_parts(
@@ -378,8 +379,21 @@ def _render_spec(job: _Job) -> _Done:
             input_hash=page_input,
             uses_plotly=ectx["chart"] is not None,
         )
-        writer.write(job.page_dir / EXPERIMENTS_DIR / page, template.render(ectx))
+        writer.write(job.page_dir / EXPERIMENTS_DIR / page, template.render(ectx), new=page not in existing)
         done.written += 1
+    refresh = spec.reconciling
+    ctx = spec_context(spec)
+    ctx |= _common(
+        job.title,
+        job.built_at,
+        "../../",
+        refresh=refresh,
+        input_hash=job.spec_input,
+        uses_plotly=bool(ctx["charts"]),
+    )
+    writer.write(job.page_dir / "index.html", env.get_template("spec.html").render(ctx))
+    writer.write(job.page_dir / "data.json", json.dumps({"input": job.spec_input, "reconciling": refresh}))
+    done.written += 1
     for stale in (set(job.old_pages) | existing) - set(pages):
         if stale.endswith(".html"):
             with contextlib.suppress(FileNotFoundError):

@@ -148,16 +148,20 @@ def label(metric: str) -> str:
 
 def number(v: float | None, digits: int = 3) -> str:
     """A number with at least ``digits`` significant figures (all of its integer part) and
-    thousands separators; '–' for none. Called a hundred times per page, so no logarithms."""
-    if v is None or v != v or v in (math.inf, -math.inf):
+    thousands separators; '–' for none. Called a hundred times per page: cheap tests first."""
+    if v is None:
         return "–"
     a = abs(v)
-    if a >= 10 ** (digits - 1) or float(v).is_integer():
-        return f"{v:,.0f}" if a < 1e15 else f"{v:.{digits}g}"
+    if 10 ** (digits - 1) <= a < 1e15:
+        return f"{v:,.0f}"
+    if a != a or a == math.inf:
+        return "–"
+    if a >= 1e15:
+        return f"{v:.{digits}g}"
+    if float(v).is_integer():
+        return f"{v:,.0f}"
     if a >= 1:
-        return f"{v:,.{max(0, digits - len(str(int(a))))}f}"
-    if a == 0:
-        return "0"
+        return f"{v:,.{digits - len(str(int(a)))}f}"
     return f"{v:.{digits}g}" if a < 1e-3 else f"{v:.{digits - 1 - math.floor(math.log10(a))}f}"
 
 

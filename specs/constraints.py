@@ -77,12 +77,27 @@ def parse_constraint(text: str, known: Iterable[str]) -> Constraint:
     try:
         tree = ast.parse(rewritten, mode="eval")
     except SyntaxError:
-        raise ConstraintError(f"cannot parse {text!r}: use comparisons like 'a >= b', 'a * b <= 8192'") from None
+        raise ConstraintError(
+            f"cannot parse {text!r}: use comparisons like 'a >= b', 'a * b <= 8192'"
+        ) from None
     for node in ast.walk(tree):
         if not isinstance(
             node,
-            ast.Expression | ast.Compare | ast.BoolOp | ast.BinOp | ast.UnaryOp | ast.Name | ast.Constant
-            | ast.Load | ast.And | ast.Or | ast.Not | ast.USub | ast.UAdd | ast.cmpop | ast.operator,
+            ast.Expression
+            | ast.Compare
+            | ast.BoolOp
+            | ast.BinOp
+            | ast.UnaryOp
+            | ast.Name
+            | ast.Constant
+            | ast.Load
+            | ast.And
+            | ast.Or
+            | ast.Not
+            | ast.USub
+            | ast.UAdd
+            | ast.cmpop
+            | ast.operator,
         ):
             raise ConstraintError(f"{text!r}: only comparisons, arithmetic, and/or/not are allowed")
         if isinstance(node, ast.operator) and type(node) not in _BIN:

@@ -21,7 +21,7 @@ def parse_duration(value: Any) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip().lower()
-        if text and _PART.sub("", text) == "" :
+        if text and _PART.sub("", text) == "":
             total = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
             return total
         try:

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from specs.errors import SpecError, SpecProblem
 from specs.constraints import ConstraintError, parse_constraint
+from specs.errors import SpecError, SpecProblem
 from specs.model import PARALLEL_BOOL_FIELDS, PARALLEL_FIELDS, QUANT_FIELDS, TuningSpec
 from specs.suggest import did_you_mean
 
@@ -106,7 +106,10 @@ class _Converter:
                 if not isinstance(key, str):
                     key = str(key).lower() if isinstance(key, bool) else str(key)
                 if key in written and id(key_node) in explicit:
-                    raise _Refused(key_node.start_mark.line + 1, f"duplicate key {key!r} ({_dotted(path) or 'top level'})")
+                    raise _Refused(
+                        key_node.start_mark.line + 1,
+                        f"duplicate key {key!r} ({_dotted(path) or 'top level'})",
+                    )
                 if id(key_node) in explicit:
                     written.add(key)
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
@@ -128,15 +131,19 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
     try:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
-        raise SpecError([SpecProblem(file, line, "", f"invalid YAML: {exc.reason} (character {exc.character:#x})")]) from None
+        at = text[: exc.position].count("\n") + 1
+        raise SpecError(
+            [SpecProblem(file, at, "", f"invalid YAML: {exc.reason} (character {exc.character:#x})")]
+        ) from None
     try:
         try:
             node = loader.get_single_node()
         except yaml.composer.ComposerError as exc:
             if "expected a single document" in str(exc):
-                line = exc.problem_mark.line + 1 if exc.problem_mark else None
-                raise SpecError([SpecProblem(file, line, "", "one spec per file: found a second YAML document")])  # noqa: B904
+                second = exc.problem_mark.line + 1 if exc.problem_mark else None
+                raise SpecError(
+                    [SpecProblem(file, second, "", "one spec per file: found a second YAML document")]
+                ) from None
             raise
         if node is None:
             raise SpecError([SpecProblem(file, None, "", "the file is empty: expected a TuningSpec")])
@@ -162,7 +169,9 @@ def load_spec_text(text: str | bytes, file: str = "<string>") -> LoadedSpec:
     """Validate spec text; raise :class:`SpecError` listing every located problem."""
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     if len(raw) > MAX_BYTES:
-        raise SpecError([SpecProblem(file, None, "", f"refused: file is larger than {MAX_BYTES // 1024} KiB")])
+        raise SpecError(
+            [SpecProblem(file, None, "", f"refused: file is larger than {MAX_BYTES // 1024} KiB")]
+        )
     if b"\x00" in raw:
         raise SpecError([SpecProblem(file, None, "", "not a text file (it contains NUL bytes)")])
     try:
@@ -173,7 +182,14 @@ def load_spec_text(text: str | bytes, file: str = "<string>") -> LoadedSpec:
     data, lines = parse_yaml(decoded, file)
     if not isinstance(data, dict):
         raise SpecError(
-            [SpecProblem(file, 1, "", f"expected a mapping with apiVersion, kind, metadata, spec; got {_kind(data)}")]
+            [
+                SpecProblem(
+                    file,
+                    1,
+                    "",
+                    f"expected a mapping with apiVersion, kind, metadata, spec; got {_kind(data)}",
+                )
+            ]
         )
     try:
         spec = TuningSpec.model_validate(data)
@@ -193,18 +209,22 @@ def check_semantics(loaded: LoadedSpec) -> list[SpecProblem]:
     search = body.search
     problems = []
     for name in sorted(set(search.parameters) & set(body.engine.args)):
-        problems.append(loaded.problem(
-            ("spec", "search", "parameters", name),
-            f"{name!r} is both fixed in engine.args and searched in search.parameters: keep one",
-        ))
+        problems.append(
+            loaded.problem(
+                ("spec", "search", "parameters", name),
+                f"{name!r} is both fixed in engine.args and searched in search.parameters: keep one",
+            )
+        )
     if search.strategy == "grid":
         for name, p in search.parameters.items():
             if p.grid() is None:
-                problems.append(loaded.problem(
-                    ("spec", "search", "parameters", name),
-                    f"strategy 'grid' needs a finite space, but {name!r} is a continuous range: "
-                    "add 'step' or use 'values'",
-                ))
+                problems.append(
+                    loaded.problem(
+                        ("spec", "search", "parameters", name),
+                        f"strategy 'grid' needs a finite space, but {name!r} is a continuous range: "
+                        "add 'step' or use 'values'",
+                    )
+                )
     names = set(search.parameters) | set(PARALLEL_FIELDS) | set(PARALLEL_BOOL_FIELDS) | set(QUANT_FIELDS)
     for i, expr in enumerate(search.constraints):
         try:
@@ -229,7 +249,9 @@ def load_spec(path: str | os.PathLike[str]) -> LoadedSpec:
     except FileNotFoundError:
         raise SpecError([SpecProblem(file, None, "", "no such file")]) from None
     except IsADirectoryError:
-        raise SpecError([SpecProblem(file, None, "", "is a directory; pass a file, or a folder to validate")]) from None
+        raise SpecError(
+            [SpecProblem(file, None, "", "is a directory; pass a file, or a folder to validate")]
+        ) from None
     except OSError as exc:
         raise SpecError([SpecProblem(file, None, "", f"cannot read: {exc.strerror}")]) from None
     return load_spec_text(raw, file)
@@ -245,7 +267,9 @@ def spec_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield p
 
 
-def load_specs_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, LoadedSpec | SpecError]]:
+def load_specs_from_paths(
+    paths: Iterable[str | os.PathLike[str]],
+) -> list[tuple[Path, LoadedSpec | SpecError]]:
     """Load every spec; one bad file never stops the others. Two files with the same
     ``metadata.name`` are both reported, since they would write the same results folder."""
     out: list[tuple[Path, LoadedSpec | SpecError]] = []
@@ -283,10 +307,9 @@ def _yaml_path(loc: tuple[str | int, ...], data: Any) -> Path_:
     node = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             out.append(part)
             node = node[part]
         elif last and isinstance(part, str) and not part.startswith(("function-", "union[", "[key]")):
@@ -367,7 +390,8 @@ def _problems(exc: ValidationError, data: Any, lines: dict[Path_, int], file: st
             tag = str(ctx.get("tag", ""))
             expected = str(ctx.get("expected_tags", ""))
             options = [o.strip(" '") for o in expected.split(",")]
-            msg = f"unknown {ctx.get('discriminator', 'kind')} {tag!r}: expected one of {expected}{did_you_mean(tag, options)}"
+            field = ctx.get("discriminator", "kind")
+            msg = f"unknown {field} {tag!r}: expected one of {expected}{did_you_mean(tag, options)}"
         elif kind == "union_tag_not_found":
             msg = f"missing 'kind': one of {err.get('ctx', {}).get('discriminator', '')}"
         elif given is not None and not isinstance(given, dict | list):

@@ -173,7 +173,9 @@ class DockerBackend(_BackendBase):
     kind: Literal["docker"]
     shm_size: str = Field(default="16g", alias="shmSize")
     network: Literal["host", "bridge"] = "bridge"
-    volumes: list[str] = Field(default_factory=list, description="host:container[:ro] mounts, e.g. a model cache.")
+    volumes: list[str] = Field(
+        default_factory=list, description="host:container[:ro] mounts, e.g. a model cache."
+    )
 
 
 class KubernetesBackend(_BackendBase):
@@ -211,7 +213,9 @@ class ParamSpec(_Strict):
         ranged = self.low is not None or self.high is not None
         if self.values is not None:
             if ranged or self.step is not None or self.log:
-                raise ValueError("give either 'values' or 'low'/'high' (with optional 'log', 'step'), not both")
+                raise ValueError(
+                    "give either 'values' or 'low'/'high' (with optional 'log', 'step'), not both"
+                )
             if not self.values:
                 raise ValueError("'values' is empty: the search space would be empty")
             if len({json.dumps(v) for v in self.values}) != len(self.values):
@@ -222,7 +226,9 @@ class ParamSpec(_Strict):
         if isinstance(self.low, bool) or isinstance(self.high, bool):
             raise ValueError("'low' and 'high' must be numbers")
         if self.low >= self.high:
-            raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high}); for one value use values: [x]")
+            raise ValueError(
+                f"'low' ({self.low}) must be below 'high' ({self.high}); for one value use values: [x]"
+            )
         if self.log and self.low <= 0:
             raise ValueError("'log: true' needs 'low' > 0")
         if self.step is not None and self.step <= 0:
@@ -392,7 +398,9 @@ class SyntheticDataset(_Strict):
     kind: Literal["synthetic"]
     input: LengthDist
     output: LengthDist
-    shared_prefix: int = Field(default=0, ge=0, alias="sharedPrefix", description="Tokens shared by all prompts.")
+    shared_prefix: int = Field(
+        default=0, ge=0, alias="sharedPrefix", description="Tokens shared by all prompts."
+    )
     num_prompts: int = Field(default=1000, ge=1, le=1_000_000, alias="numPrompts")
 
 
@@ -402,9 +410,13 @@ class FileDataset(_Strict):
     url: str | None = None
     sha256: str | None = Field(default=None, description="Pin the content of a URL dataset.")
     prompt_field: str = Field(default="prompt", alias="promptField")
-    output_field: str | None = Field(default=None, alias="outputField", description="Per-row max output tokens.")
+    output_field: str | None = Field(
+        default=None, alias="outputField", description="Per-row max output tokens."
+    )
     output: LengthDist | None = Field(default=None, description="Output lengths when rows do not give them.")
-    sample: int | None = Field(default=None, ge=1, description="Sample this many prompts (by the search seed).")
+    sample: int | None = Field(
+        default=None, ge=1, description="Sample this many prompts (by the search seed)."
+    )
     dedup: bool = True
 
     @model_validator(mode="after")
@@ -475,11 +487,13 @@ class WorkloadSpec(_Strict):
     ignore_eos: bool = Field(default=True, alias="ignoreEos")
 
 
-# --------------------------------------------------------------------------------------------- SLO, objectives
+# ------------------------------------------------------------------------------------ SLO, objectives
 
 
 class SloBound(_Strict):
-    max: float = Field(gt=0, description="Upper bound (milliseconds for latencies, a fraction for error_rate).")
+    max: float = Field(
+        gt=0, description="Upper bound (milliseconds for latencies, a fraction for error_rate)."
+    )
     hard: bool = Field(default=True, description="Hard: violating makes the configuration infeasible.")
     weight: float = Field(default=1.0, gt=0, le=1000, description="Soft SLOs: weight of the penalty.")
 

@@ -14,8 +14,12 @@ from specs.records import ExperimentRecord
 
 def rankable(records: Sequence[ExperimentRecord]) -> list[ExperimentRecord]:
     return [
-        r for r in records
-        if r.state == "COMPLETE" and r.feasible and r.objectives and all(o.value is not None for o in r.objectives)
+        r
+        for r in records
+        if r.state == "COMPLETE"
+        and r.feasible
+        and r.objectives
+        and all(o.value is not None for o in r.objectives)
     ]
 
 
@@ -33,7 +37,11 @@ def pareto_front(records: Sequence[ExperimentRecord]) -> list[ExperimentRecord]:
     identical objective values are all kept."""
     pool = rankable(records)
     keys = [_key(r) for r in pool]
-    front = [r for i, r in enumerate(pool) if not any(dominates(keys[j], keys[i]) for j in range(len(pool)) if j != i)]
+    front = [
+        r
+        for i, r in enumerate(pool)
+        if not any(dominates(keys[j], keys[i]) for j in range(len(pool)) if j != i)
+    ]
     return sorted(front, key=lambda r: (-_key(r)[0], r.id))
 
 

@@ -15,8 +15,16 @@ SCHEMA_VERSION = 1
 
 ExperimentState = Literal["COMPLETE", "FAILED", "PRUNED"]
 FailureKind = Literal[
-    "startup_crash", "oom", "readiness_timeout", "crashed", "benchmark_errors", "timeout", "invalid_config",
-    "not_measured", "interrupted", "backend_error",
+    "startup_crash",
+    "oom",
+    "readiness_timeout",
+    "crashed",
+    "benchmark_errors",
+    "timeout",
+    "invalid_config",
+    "not_measured",
+    "interrupted",
+    "backend_error",
 ]
 
 

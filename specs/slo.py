@@ -104,7 +104,9 @@ class ObjectiveMissing(ValueError):
     """An objective metric was not measured, so the experiment cannot be scored."""
 
 
-def objective_values(metrics: Metrics, objectives: Sequence[Objective], verdicts: Sequence[SloVerdict]) -> list[float]:
+def objective_values(
+    metrics: Metrics, objectives: Sequence[Objective], verdicts: Sequence[SloVerdict]
+) -> list[float]:
     """Penalized objective values in the order of ``objectives``."""
     factor = penalty_factor(verdicts)
     out = []

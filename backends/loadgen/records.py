@@ -17,14 +17,14 @@ from typing import Final
 #: ``LoadPointResult.errors``; ``http_<status>`` stands for any HTTP status other than 200.
 ERROR_KINDS: Final[dict[str, str]] = {
     "connection": "could not connect (refused, unreachable, DNS)",
-    "disconnected": "the server closed the connection before sending a response",
+    "disconnected": "the connection was closed or reset before a response",
     "timeout": "no complete answer within the request timeout",
     "http_<status>": "the server answered with a non-200 HTTP status",
     "not_streaming": "the answer was not a text/event-stream",
     "invalid_json": "a streamed event was not valid JSON",
     "unexpected_chunk": "a streamed event was JSON but not an OpenAI completion chunk",
     "stream_error": "the server sent an error object inside the stream",
-    "truncated_stream": "the stream ended before [DONE] or a finish_reason",
+    "truncated_stream": "the stream ended, or the connection broke, before [DONE] or a finish_reason",
     "no_content": "the stream finished without a single content chunk (TTFT undefined)",
     "client_error": "another HTTP client error (see the record's detail)",
 }

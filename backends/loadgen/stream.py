@@ -167,7 +167,8 @@ async def stream_request(
     except aiohttp.ClientConnectorError as exc:
         rec.fail("connection", str(exc), perf())
         return
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        # a reset or close after the headers cuts the stream; before them, the server hung up
         rec.fail("truncated_stream" if started else "disconnected", str(exc) or type(exc).__name__, perf())
         return
     except aiohttp.ClientError as exc:

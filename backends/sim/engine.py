@@ -79,7 +79,6 @@ class AsyncEngine:
         self._anchor_wall = clock()
         self._anchor_sim = 0.0
         self._next_id = 0
-        self.requests_started = 0
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -117,7 +116,6 @@ class AsyncEngine:
         stream = Stream(req, offset)
         self.scheduler.add(req)
         self._streams[req] = stream
-        self.requests_started += 1
         self._wake.set()
         return stream
 
@@ -134,10 +132,6 @@ class AsyncEngine:
 
     def reset_prefix_cache(self) -> int:
         return self.scheduler.kv.reset_prefix_cache()
-
-    @property
-    def open_streams(self) -> int:
-        return len(self._streams)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -217,6 +211,7 @@ class AsyncEngine:
             "time_to_first_token_seconds_count": sched.started_total,
             "e2e_request_latency_seconds_sum": sched.e2e_sum,
             "e2e_request_latency_seconds_count": sched.finished_total,
+            "open_streams": len(self._streams),
             "simulated_seconds": sched.now,
             "steps_total": sched.total_steps,
         }

@@ -50,9 +50,13 @@ def log_error(message: str) -> None:
 
 
 class ServerState:
+    """What the routes share besides the engine: readiness and the count of started requests."""
+
     def __init__(self, setup: EngineSetup) -> None:
         self.setup = setup
+        #: the simulated model load is over (``/health`` answers 200)
         self.ready = False
+        #: generation requests started, for ``--fault crash-after-requests``
         self.started = 0
 
 

@@ -143,16 +143,23 @@ def lag(
         for rep in range(repeats):
             reqs = synthetic_requests(rounds * c, input_len=16, output_len=output_len, seed=rep)
             run = _run(collect(target, reqs, concurrency=c, warmup=min(c, 32), timeout_s=120), stamped)
-            samples = sorted(
-                (t + run.wall_offset - sent) * 1000
-                for r in run.records
-                for t, sent in zip(r.chunk_times, r.server_sent_at or [], strict=False)
-                if sent
-            )
+            samples: list[float] = []
+            steady: list[float] = []  # without each request's first chunk (sent amid new requests)
+            for r in run.records:
+                pairs = zip(r.chunk_times, r.server_sent_at or [], strict=False)
+                for i, (t, sent) in enumerate(pairs):
+                    if sent:
+                        samples.append((t + run.wall_offset - sent) * 1000)
+                        if i:
+                            steady.append(samples[-1])
+            samples.sort()
+            steady.sort()
             failed = sum(1 for r in run.records if not r.ok)
-            runs.append((percentile(samples, 50), percentile(samples, 99), len(samples), failed))
+            p50, p99, p99_steady = percentile(samples, 50), percentile(samples, 99), percentile(steady, 99)
+            runs.append((p50, p99, len(samples), failed, p99_steady))
         p50s = sorted(x[0] for x in runs if x[0] is not None)
         p99s = sorted(x[1] for x in runs if x[1] is not None)
+        steady_p99s = [x[4] for x in runs if x[4] is not None]
         rows.append(
             {
                 "server": server.kind,
@@ -163,6 +170,7 @@ def lag(
                 "lag_p50_ms": statistics.median(p50s) if p50s else None,
                 "lag_p99_ms": statistics.median(p99s) if p99s else None,
                 "p99_range_ms": f"{p99s[0]:.2f}-{p99s[-1]:.2f}" if p99s else "-",
+                "p99_not_first_ms": statistics.median(steady_p99s) if steady_p99s else None,
             }
         )
     return rows

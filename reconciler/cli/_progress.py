@@ -43,8 +43,10 @@ class ProgressPrinter:
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "study":
-            self._print(f"study {self.spec.name} generation {info['generation']}: "
-                        f"{info['done']}/{info['budget']} experiments done")
+            self._print(
+                f"study {self.spec.name} generation {info['generation']}: "
+                f"{info['done']}/{info['budget']} experiments done"
+            )
         elif event == "started":
             what = "baseline (engine defaults)" if info.get("baseline") else fmt_config(info["config"])
             self._print(f"[{info['number']}/{info['budget']}] start  {what}")
@@ -56,7 +58,8 @@ class ProgressPrinter:
         if r.state == "COMPLETE" and r.feasible and r.objectives:
             value = r.objectives[0].value or 0.0
             better = self.best is None or (
-                value > (self.best.objectives[0].value or 0.0) if o.resolved_direction == "maximize"
+                value > (self.best.objectives[0].value or 0.0)
+                if o.resolved_direction == "maximize"
                 else value < (self.best.objectives[0].value or 0.0)
             )
             if better:
@@ -72,5 +75,7 @@ class ProgressPrinter:
         if self.best is not None:
             best = f"  | best #{self.best.id} {o.metric}={fmt_value(o.metric, self.best.objectives[0].raw)}"
         elapsed = time.monotonic() - self.started
-        self._print(f"[{done}/{budget}] {r.state:<8} #{r.id} {fmt_config(r.config, 60)}  {detail}{best}  "
-                    f"({elapsed:.0f}s)")
+        self._print(
+            f"[{done}/{budget}] {r.state:<8} #{r.id} {fmt_config(r.config, 60)}  {detail}{best}  "
+            f"({elapsed:.0f}s)"
+        )

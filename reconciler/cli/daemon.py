@@ -30,18 +30,39 @@ def parse_labels(text: str | None) -> dict[str, str]:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", default=_env("REPO"), help="specs repository: a path or URL [AUTOTUNER_REPO]")
     p.add_argument("--branch", default=_env("BRANCH", "main"), help="spec branch [AUTOTUNER_BRANCH, main]")
-    p.add_argument("--results-branch", default=_env("RESULTS_BRANCH"),
-                   help="push results to this branch instead of the spec branch [AUTOTUNER_RESULTS_BRANCH]")
-    p.add_argument("--state-dir", default=_env("STATE_DIR", ".autotuner-state"),
-                   help="working clone, engine logs, pid files, caches [AUTOTUNER_STATE_DIR]")
-    p.add_argument("--site-dir", default=_env("SITE_DIR"), help="build the report site here [AUTOTUNER_SITE_DIR]")
-    p.add_argument("--labels", default=_env("LABELS"),
-                   help="this host's labels for spec placement, k=v,k=v [AUTOTUNER_LABELS]")
-    p.add_argument("--max-parallel", type=int, default=_env("MAX_PARALLEL", "4"),
-                   help="studies at once [AUTOTUNER_MAX_PARALLEL, 4]")
-    p.add_argument("--fake-gpus", default=_env("FAKE_GPUS"), help="fake GPU inventory, e.g. 4xH100 [AUTOTUNER_FAKE_GPUS]")
-    p.add_argument("--no-push", action="store_true", default=_env("NO_PUSH") == "1",
-                   help="commit results locally without pushing [AUTOTUNER_NO_PUSH=1]")
+    p.add_argument(
+        "--results-branch",
+        default=_env("RESULTS_BRANCH"),
+        help="push results to this branch instead of the spec branch [AUTOTUNER_RESULTS_BRANCH]",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=_env("STATE_DIR", ".autotuner-state"),
+        help="working clone, engine logs, pid files, caches [AUTOTUNER_STATE_DIR]",
+    )
+    p.add_argument(
+        "--site-dir", default=_env("SITE_DIR"), help="build the report site here [AUTOTUNER_SITE_DIR]"
+    )
+    p.add_argument(
+        "--labels",
+        default=_env("LABELS"),
+        help="this host's labels for spec placement, k=v,k=v [AUTOTUNER_LABELS]",
+    )
+    p.add_argument(
+        "--max-parallel",
+        type=int,
+        default=_env("MAX_PARALLEL", "4"),
+        help="studies at once [AUTOTUNER_MAX_PARALLEL, 4]",
+    )
+    p.add_argument(
+        "--fake-gpus", default=_env("FAKE_GPUS"), help="fake GPU inventory, e.g. 4xH100 [AUTOTUNER_FAKE_GPUS]"
+    )
+    p.add_argument(
+        "--no-push",
+        action="store_true",
+        default=_env("NO_PUSH") == "1",
+        help="commit results locally without pushing [AUTOTUNER_NO_PUSH=1]",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -52,8 +73,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "back. Settings come from flags, then AUTOTUNER_* environment variables.",
     )
     add_common(p)
-    p.add_argument("--interval", type=float, default=_env("INTERVAL", "60"),
-                   help="seconds between fetches, with 10%% jitter [AUTOTUNER_INTERVAL, 60]")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=_env("INTERVAL", "60"),
+        help="seconds between fetches, with 10%% jitter [AUTOTUNER_INTERVAL, 60]",
+    )
     return p
 
 
@@ -77,9 +102,15 @@ def run(args: argparse.Namespace) -> int:
         fail("--interval must be > 0 and --max-parallel >= 1")
         return 2
     cfg = DaemonConfig(
-        repo=args.repo, branch=args.branch, results_branch=args.results_branch, interval=args.interval,
-        state_dir=Path(args.state_dir), site_dir=Path(args.site_dir) if args.site_dir else None,
-        labels=labels, max_parallel=args.max_parallel, fake_gpus=args.fake_gpus,
+        repo=args.repo,
+        branch=args.branch,
+        results_branch=args.results_branch,
+        interval=args.interval,
+        state_dir=Path(args.state_dir),
+        site_dir=Path(args.site_dir) if args.site_dir else None,
+        labels=labels,
+        max_parallel=args.max_parallel,
+        fake_gpus=args.fake_gpus,
         push=not args.no_push,
     )
     return run_daemon(cfg)

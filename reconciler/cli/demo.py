@@ -24,9 +24,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         description="Create a specs repository with an example spec, run one full reconcile (a real study "
         "on the simulated engine: no GPU needed), commit the results, and build the report site.",
     )
-    p.add_argument("--out", default="autotuner-demo", metavar="DIR", help="where to put it (default ./autotuner-demo)")
-    p.add_argument("--engine", choices=sorted(DEMO_SPECS), default="sim",
-                   help="sim (default) or llamacpp (needs autotuner[llamacpp]; builds a tiny GGUF model)")
+    p.add_argument(
+        "--out", default="autotuner-demo", metavar="DIR", help="where to put it (default ./autotuner-demo)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=sorted(DEMO_SPECS),
+        default="sim",
+        help="sim (default) or llamacpp (needs autotuner[llamacpp]; builds a tiny GGUF model)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -73,8 +79,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo: spec repository {user} (remote {remote})", file=sys.stderr)
         with open_session(state) as session:
             ws = Workspace(str(remote), state / "repo", branch="main")
-            rec = Reconciler(ws, session, site_dir=site, max_parallel=1,
-                             progress_factory=None if args.quiet else (lambda loaded: ProgressPrinter(loaded.spec)))
+            rec = Reconciler(
+                ws,
+                session,
+                site_dir=site,
+                max_parallel=1,
+                progress_factory=None if args.quiet else (lambda loaded: ProgressPrinter(loaded.spec)),
+            )
             try:
                 report = rec.reconcile(wait=True)
             except KeyboardInterrupt:

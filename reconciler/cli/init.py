@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p = sub.add_parser(
         "init",
         help="scaffold a specs repository",
-        description="Create DIR as a git repository with specs/example.yaml (the sim quickstart) and a README.",
+        description="Create DIR as a git repository with specs/example.yaml (the sim quickstart) "
+        "and a README.",
     )
     p.add_argument("dir", metavar="DIR")
     return p

@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 def run(args: argparse.Namespace) -> int:
     from reconciler.checking import load_checked
     from reconciler.planning import build_plan
+
     try:
         loaded = load_checked(args.spec)
     except SpecError as exc:
@@ -38,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = sys.stdout
     print(f"spec {plan.name} (generation {plan.generation})", file=out)
-    print(f"  engine {plan.engine} (flag table from {plan.engine} {plan.flag_table_version}), backend {plan.backend}")
+    print(
+        f"  engine {plan.engine} (flag table from {plan.engine} {plan.flag_table_version}), "
+        f"backend {plan.backend}"
+    )
     print(f"  strategy {plan.strategy}, {plan.experiments} experiment(s), {plan.parallelism} at a time")
     print("search space:")
     for a in plan.axes:
@@ -47,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  {a['name']}: continuous range [{a['low']}, {a['high']}]{' (log)' if a['log'] else ''}")
     size = "continuous (infinite)" if math.isinf(plan.raw_size) else f"{int(plan.raw_size)} combination(s)"
-    print(f"  size: {size}" + (f", {plan.feasible} satisfy the constraints" if plan.feasible is not None else ""))
+    print(
+        f"  size: {size}"
+        + (f", {plan.feasible} satisfy the constraints" if plan.feasible is not None else "")
+    )
     print(f"GPUs per experiment: {', '.join(map(str, plan.gpus_per_experiment)) or '0'}")
     print(f"first {len(plan.commands)} command line(s):")
     for i, cmd in enumerate(plan.commands, 1):

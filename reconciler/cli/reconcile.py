@@ -34,11 +34,19 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state_dir)
     try:
         with open_session(state, fake_gpus=args.fake_gpus) as session:
-            ws = Workspace(args.repo, state / "repo", branch=args.branch, results_branch=args.results_branch,
-                           push=not args.no_push)
+            ws = Workspace(
+                args.repo,
+                state / "repo",
+                branch=args.branch,
+                results_branch=args.results_branch,
+                push=not args.no_push,
+            )
             rec = Reconciler(
-                ws, session, labels=parse_labels(args.labels),
-                site_dir=Path(args.site_dir) if args.site_dir else None, max_parallel=args.max_parallel,
+                ws,
+                session,
+                labels=parse_labels(args.labels),
+                site_dir=Path(args.site_dir) if args.site_dir else None,
+                max_parallel=args.max_parallel,
                 progress_factory=None if args.quiet else (lambda loaded: ProgressPrinter(loaded.spec)),
             )
             try:
@@ -51,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     for name, action in sorted(report.actions.items()):
         print(f"{name}: {action}", file=sys.stderr)
-    print(f"revision {report.revision[:12]}: {'committed results' if report.committed else 'nothing to commit'}",
-          file=sys.stderr)
+    print(
+        f"revision {report.revision[:12]}: "
+        + ("committed results" if report.committed else "nothing to commit"),
+        file=sys.stderr,
+    )
     return 1 if any(a == "stalled" for a in report.actions.values()) else 0

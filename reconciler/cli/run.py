@@ -20,11 +20,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default ./results)")
-    p.add_argument("--state-dir", default=None, metavar="DIR",
-                   help="engine logs, pid files, dataset cache (default DIR/.autotuner-state next to --results)")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="engine logs, pid files, dataset cache (default DIR/.autotuner-state next to --results)",
+    )
     p.add_argument("--site", default=None, metavar="DIR", help="also build the report site into DIR")
-    p.add_argument("--fake-gpus", default=os.environ.get("AUTOTUNER_FAKE_GPUS"), metavar="INVENTORY",
-                   help="pretend these GPUs exist, e.g. 4xH100 (for testing scheduling without GPUs)")
+    p.add_argument(
+        "--fake-gpus",
+        default=os.environ.get("AUTOTUNER_FAKE_GPUS"),
+        metavar="INVENTORY",
+        help="pretend these GPUs exist, e.g. 4xH100 (for testing scheduling without GPUs)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -48,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        print(f"\n{signal.Signals(signum).name}: stopping after tearing down running engines "
-              "(again to abort)", file=sys.stderr)
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after tearing down running engines (again to abort)",
+            file=sys.stderr,
+        )
         stop.set()
 
     old_int = signal.signal(signal.SIGINT, on_signal)
@@ -57,8 +67,14 @@ def run(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(loaded.spec, quiet=args.quiet)
     try:
         with open_session(state_dir, fake_gpus=args.fake_gpus) as session:
-            outcome = session.run(loaded, results, base_dir=Path(args.spec).resolve().parent, progress=printer,
-                                  stop=stop, site_dir=Path(args.site) if args.site else None)
+            outcome = session.run(
+                loaded,
+                results,
+                base_dir=Path(args.spec).resolve().parent,
+                progress=printer,
+                stop=stop,
+                site_dir=Path(args.site) if args.site else None,
+            )
     except UserError as exc:
         return fail(exc.message, exc.hint)
     finally:
@@ -76,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         line += f", {outcome.reused} reused"
     print(line + f"; results in {where}", file=sys.stderr)
     if outcome.best is not None:
-        print(f"best: experiment {outcome.best.id}; deployable artifacts in {where / 'best'}", file=sys.stderr)
+        print(
+            f"best: experiment {outcome.best.id}; deployable artifacts in {where / 'best'}", file=sys.stderr
+        )
     else:
         print("no configuration met every hard SLO", file=sys.stderr)
     return 0 if outcome.completed else 1

@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.checking import check_paths
+
     results = check_paths(args.paths)
     if not results:
         print(f"error: no spec files (*.yaml, *.yml) found in {' '.join(args.paths)}", file=sys.stderr)

@@ -53,19 +53,27 @@ def sim_spec(
     args: str = "",
     extra: str = "",
 ) -> str:
-    text = SIM_SPEC.format(name=name, strategy=strategy, budget=budget, parameters=parameters,
-                           objectives=objectives, args=args)
+    text = SIM_SPEC.format(
+        name=name, strategy=strategy, budget=budget, parameters=parameters, objectives=objectives, args=args
+    )
     return text + extra
 
 
-def autotuner(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
+def autotuner(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "reconciler", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"autotuner {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"autotuner {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 

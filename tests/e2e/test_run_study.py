@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from specs.records import ExperimentRecord
 from specs.ranking import pareto_front
+from specs.records import ExperimentRecord
 from tests.e2e.helpers import autotuner, records, sim_spec, wait_no_engines
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,9 @@ def test_two_objective_study_gives_a_pareto_set(tmp_path: Path) -> None:
         "    - {metric: output_throughput_per_gpu, direction: maximize}\n"
         "    - {metric: ttft_p90_ms, direction: minimize}"
     )
-    (tmp_path / "spec.yaml").write_text(sim_spec(name="pareto", strategy="nsga2", budget=6, objectives=objectives))
+    (tmp_path / "spec.yaml").write_text(
+        sim_spec(name="pareto", strategy="nsga2", budget=6, objectives=objectives)
+    )
     autotuner("run", "spec.yaml", "--results", "results", cwd=tmp_path)
     recs = [ExperimentRecord.model_validate(r) for r in records(tmp_path / "results", "pareto")]
     front = pareto_front(recs)
@@ -89,7 +91,8 @@ def test_two_objective_study_gives_a_pareto_set(tmp_path: Path) -> None:
     for r in front:
         tput, ttft = (o.value for o in r.objectives)
         assert not any(
-            (o[0].value or 0) >= (tput or 0) and (o[1].value or 0) <= (ttft or 0)
+            (o[0].value or 0) >= (tput or 0)
+            and (o[1].value or 0) <= (ttft or 0)
             and ((o[0].value or 0) > (tput or 0) or (o[1].value or 0) < (ttft or 0))
             for o in (x.objectives for x in recs if x.state == "COMPLETE" and x.feasible)
         )
@@ -115,7 +118,9 @@ def test_broken_engines_fail_with_reasons_and_the_study_goes_on(tmp_path: Path) 
 
 def test_out_of_memory_is_classified(tmp_path: Path) -> None:
     spec = sim_spec(name="oom", strategy="grid", budget=2, parameters="      max-num-seqs: {values: [8, 16]}")
-    spec = spec.replace("model: {id: llama-3-8b}", "model: {id: llama-3-70b}").replace("gpu: h100", "gpu: rtx-4090")
+    spec = spec.replace("model: {id: llama-3-8b}", "model: {id: llama-3-70b}").replace(
+        "gpu: h100", "gpu: rtx-4090"
+    )
     (tmp_path / "spec.yaml").write_text(spec)
     proc = autotuner("run", "spec.yaml", "--results", "results", cwd=tmp_path, check=False)
     assert proc.returncode == 1  # nothing completed: no answer
@@ -132,8 +137,15 @@ CRASH_POINTS = ["engine_started", "load_point_done:3", "record_written:2", "atom
 def test_sigkill_anywhere_loses_nothing(tmp_path: Path, point: str) -> None:
     (tmp_path / "spec.yaml").write_text(sim_spec(name="crash", strategy="tpe", budget=5))
     results = tmp_path / "results"
-    crashed = autotuner("run", "spec.yaml", "--results", "results", cwd=tmp_path,
-                        env={"AUTOTUNER_CRASH_AT": point}, check=False)
+    crashed = autotuner(
+        "run",
+        "spec.yaml",
+        "--results",
+        "results",
+        cwd=tmp_path,
+        env={"AUTOTUNER_CRASH_AT": point},
+        check=False,
+    )
     assert crashed.returncode == -9, crashed.stderr
     # the kernel kills the engine with its parent (parent-death signal)
     assert wait_no_engines(str(tmp_path)) == []

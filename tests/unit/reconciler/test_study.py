@@ -68,9 +68,15 @@ class FakeRunner:
         if seqs == 64 and config.get("block-size") == 32:
             return Measurement(state="FAILED", failure=FailureRecord(kind="oom", reason="out of memory"))
         points = [
-            LoadPointRecord(load_kind="concurrency", load_value=c,
-                            metrics={"output_throughput": seqs * c * 10.0, "ttft_p90_ms": seqs * c * 2.0,
-                                     "completed": 10})
+            LoadPointRecord(
+                load_kind="concurrency",
+                load_value=c,
+                metrics={
+                    "output_throughput": seqs * c * 10.0,
+                    "ttft_p90_ms": seqs * c * 2.0,
+                    "completed": 10,
+                },
+            )
             for c in (1, 4)
         ]
         return Measurement(state="COMPLETE", load_points=points, engine_flags=dict(config))
@@ -78,7 +84,9 @@ class FakeRunner:
 
 def run_study(spec: TuningSpec, root: Path, runner: FakeRunner, stop: threading.Event | None = None) -> Study:
     store = ResultsStore(root, spec.name)
-    study = Study(spec, store, runner, workload_fingerprint="fp", workload_info={}, engine_flags_of=dict, stop=stop)
+    study = Study(
+        spec, store, runner, workload_fingerprint="fp", workload_info={}, engine_flags_of=dict, stop=stop
+    )
     study.run()
     return study
 
@@ -94,7 +102,9 @@ def test_tpe_study_runs_the_budget_and_tells_failures(tmp_path: Path) -> None:
     assert len(runner.calls) == 6
     study = optuna.load_study(
         study_name=f"{spec.name}-{spec.generation()}",
-        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store.journal))),
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(store.journal))
+        ),
     )
     by_trial = {t.number: t for t in study.trials}
     for r in records:
@@ -146,14 +156,18 @@ def test_rerun_is_idempotent_and_new_generation_reuses(tmp_path: Path) -> None:
     assert text_spec.generation() != changed.generation()
     run_study(text_spec, tmp_path, runner)
     assert len(runner.calls) == 8
-    new = [r for r in ResultsStore(tmp_path, spec.name).experiments() if r.generation == text_spec.generation()]
+    new = [
+        r for r in ResultsStore(tmp_path, spec.name).experiments() if r.generation == text_spec.generation()
+    ]
     assert len(new) == 8
     assert all(r.reused_from for r in new if r.state == "COMPLETE")
 
 
 def test_baseline_first(tmp_path: Path) -> None:
     spec = load_spec_text(
-        SPEC.replace("STRATEGY", "random").replace("BUDGET", "3").replace("includeDefault: false", "includeDefault: true")
+        SPEC.replace("STRATEGY", "random")
+        .replace("BUDGET", "3")
+        .replace("includeDefault: false", "includeDefault: true")
     ).spec
     runner = FakeRunner()
     run_study(spec, tmp_path, runner)
@@ -167,7 +181,9 @@ def test_resume_after_a_crash_requeues_in_flight_trials(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path, spec.name)
     store.ensure()
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store.journal)))
-    study = optuna.create_study(study_name=f"{spec.name}-{spec.generation()}", storage=storage, direction="maximize")
+    study = optuna.create_study(
+        study_name=f"{spec.name}-{spec.generation()}", storage=storage, direction="maximize"
+    )
     # a trial left RUNNING by a killed process
     crashed = study.ask()
     crashed.suggest_categorical("max-num-seqs", [8, 16, 32, 64])
@@ -192,10 +208,16 @@ def test_stop_event_interrupts_without_recording(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("strategy", ["random", "tpe", "nsga2"])
 def test_two_objectives_give_a_pareto_set(tmp_path: Path, strategy: str) -> None:
-    text = SPEC.replace("STRATEGY", strategy).replace("BUDGET", "7").replace(
-        "    - {metric: output_throughput, direction: maximize}\n",
-        "    - {metric: output_throughput, direction: maximize}\n    - {metric: ttft_p90_ms, direction: minimize}\n",
-    ).replace("max: 500", "max: 100000")
+    text = (
+        SPEC.replace("STRATEGY", strategy)
+        .replace("BUDGET", "7")
+        .replace(
+            "    - {metric: output_throughput, direction: maximize}\n",
+            "    - {metric: output_throughput, direction: maximize}\n"
+            "    - {metric: ttft_p90_ms, direction: minimize}\n",
+        )
+        .replace("max: 500", "max: 100000")
+    )
     spec = load_spec_text(text).spec
     run_study(spec, tmp_path, FakeRunner())
     from specs.ranking import pareto_front
@@ -204,4 +226,6 @@ def test_two_objectives_give_a_pareto_set(tmp_path: Path, strategy: str) -> None
     front = pareto_front(records)
     assert front
     # in this fake, throughput and TTFT both grow with max-num-seqs: every distinct seqs is optimal
-    assert {r.config["max-num-seqs"] for r in front} == {r.config["max-num-seqs"] for r in records if r.state == "COMPLETE"}
+    assert {r.config["max-num-seqs"] for r in front} == {
+        r.config["max-num-seqs"] for r in records if r.state == "COMPLETE"
+    }

@@ -109,8 +109,7 @@ def _resolved(config: dict[str, Any]) -> dict[str, Any]:
 def _oom(c: dict[str, Any]) -> bool:
     """Large batches with a full-precision KV cache on one GPU do not fit."""
     return (
-        c["max-num-seqs"] >= 256
-        and c["max-num-batched-tokens"] >= 8192
+        c["max-num-seqs"] * c["max-num-batched-tokens"] >= 128 * 8192
         and c["quant.kvcache_dtype"] == "auto"
         and c["parallel.tp"] == 1
     )

@@ -39,10 +39,14 @@ def test_broken_spec_is_rejected_with_location(name: str) -> None:
         # the reported line is the line of the offending node
         lines = (BROKEN / name).read_bytes().decode("utf-8", "replace").splitlines()
         at_lines = [lines[p.line - 1] for p in hits if p.line]
-        assert any(expect["at"] in text for text in at_lines), f"{name}: expected the line of {expect['at']!r}: {messages}"
+        assert any(expect["at"] in text for text in at_lines), (
+            f"{name}: expected the line of {expect['at']!r}: {messages}"
+        )
 
 
-@pytest.mark.parametrize("name", ["01-bad-name-uppercase.yaml", "48-billion-laughs.yaml", "65-binary-garbage.yaml"])
+@pytest.mark.parametrize(
+    "name", ["01-bad-name-uppercase.yaml", "48-billion-laughs.yaml", "65-binary-garbage.yaml"]
+)
 def test_validate_exit_code_and_format(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(BROKEN / name)]) == 1
     err = capsys.readouterr().err
@@ -52,7 +56,10 @@ def test_validate_exit_code_and_format(name: str, capsys: pytest.CaptureFixture[
 def test_validate_whole_corpus_in_a_subprocess() -> None:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "reconciler", "validate", str(BROKEN)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "reconciler", "validate", str(BROKEN)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

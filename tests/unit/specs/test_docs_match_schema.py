@@ -11,7 +11,9 @@ from tests.conftest import REPO
 
 
 def _models() -> list[type[BaseModel]]:
-    return [v for v in vars(m).values() if isinstance(v, type) and issubclass(v, m._Strict) and v is not m._Strict]
+    return [
+        v for v in vars(m).values() if isinstance(v, type) and issubclass(v, m._Strict) and v is not m._Strict
+    ]
 
 
 def test_every_field_is_documented() -> None:

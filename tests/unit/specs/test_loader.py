@@ -55,10 +55,10 @@ def test_size_limit() -> None:
 
 
 def test_yaml_merge_keys_work() -> None:
-    text = GOOD.replace(
-        "  workload:\n", "  workload:\n"
-    ).replace("input: {mean: 512, stddev: 64}", "input: &len {mean: 512, stddev: 64}").replace(
-        "output: {mean: 128}", "output: {<<: *len, mean: 128}"
+    text = (
+        GOOD.replace("  workload:\n", "  workload:\n")
+        .replace("input: {mean: 512, stddev: 64}", "input: &len {mean: 512, stddev: 64}")
+        .replace("output: {mean: 128}", "output: {<<: *len, mean: 128}")
     )
     loaded = load_spec_text(text)
     assert loaded.spec.spec.workload.dataset.output.stddev == 64  # type: ignore[union-attr]

@@ -28,7 +28,9 @@ def test_bad_durations(bad: object) -> None:
 
 
 def test_constraint_with_dashed_names() -> None:
-    c = parse_constraint("max-num-batched-tokens >= max-num-seqs * 2", {"max-num-batched-tokens", "max-num-seqs"})
+    c = parse_constraint(
+        "max-num-batched-tokens >= max-num-seqs * 2", {"max-num-batched-tokens", "max-num-seqs"}
+    )
     assert c.evaluate({"max-num-batched-tokens": 64, "max-num-seqs": 32})
     assert not c.evaluate({"max-num-batched-tokens": 63, "max-num-seqs": 32})
     # a flag left at the engine default does not constrain
@@ -56,13 +58,23 @@ def test_space_size_and_grid() -> None:
     configs = list(grid(spec))
     assert all(c["max-num-batched-tokens"] >= c["max-num-seqs"] for c in configs)
     assert feasible_count(spec) == len(configs) == 60
-    assert set(configs[0]) == {"max-num-seqs", "max-num-batched-tokens", "enable-chunked-prefill", "quant.kvcache_dtype"}
+    assert set(configs[0]) == {
+        "max-num-seqs",
+        "max-num-batched-tokens",
+        "enable-chunked-prefill",
+        "quant.kvcache_dtype",
+    }
 
 
 def test_continuous_space() -> None:
-    text = (EXAMPLES / "quickstart-sim.yaml").read_text().replace(
-        "max-num-seqs: {values: [16, 32, 64, 128, 256]}", "gpu-memory-utilization: {low: 0.5, high: 0.9}"
-    ).replace('constraints: ["max-num-batched-tokens >= max-num-seqs"]', "")
+    text = (
+        (EXAMPLES / "quickstart-sim.yaml")
+        .read_text()
+        .replace(
+            "max-num-seqs: {values: [16, 32, 64, 128, 256]}", "gpu-memory-utilization: {low: 0.5, high: 0.9}"
+        )
+        .replace('constraints: ["max-num-batched-tokens >= max-num-seqs"]', "")
+    )
     spec = load_spec_text(text).spec
     assert math.isinf(raw_size(spec))
     assert feasible_count(spec) is None
@@ -70,8 +82,12 @@ def test_continuous_space() -> None:
 
 
 def test_int_range_with_step() -> None:
-    text = (EXAMPLES / "quickstart-sim.yaml").read_text().replace(
-        "max-num-seqs: {values: [16, 32, 64, 128, 256]}", "max-num-seqs: {low: 16, high: 64, step: 16}"
+    text = (
+        (EXAMPLES / "quickstart-sim.yaml")
+        .read_text()
+        .replace(
+            "max-num-seqs: {values: [16, 32, 64, 128, 256]}", "max-num-seqs: {low: 16, high: 64, step: 16}"
+        )
     )
     spec = load_spec_text(text).spec
     assert spec.spec.search.parameters["max-num-seqs"].grid() == [16, 32, 48, 64]

@@ -50,7 +50,9 @@ def test_two_ten_percent_violations_are_mild() -> None:
     tpot=st.floats(min_value=50.0001, max_value=1e4),
     weight=st.floats(min_value=0.01, max_value=1000),
 )
-def test_violating_never_beats_compliant_with_better_raw(raw_ok: float, raw_bad: float, tpot: float, weight: float) -> None:
+def test_violating_never_beats_compliant_with_better_raw(
+    raw_ok: float, raw_bad: float, tpot: float, weight: float
+) -> None:
     slo = {"tpot_p99_ms": SloBound(max=50, hard=False, weight=weight)}
     good = {"output_throughput": raw_ok, "tpot_p99_ms": 40.0, "ttft_p90_ms": raw_ok}
     bad = {"output_throughput": raw_bad, "tpot_p99_ms": tpot, "ttft_p90_ms": raw_bad}
