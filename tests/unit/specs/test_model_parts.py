@@ -54,10 +54,10 @@ def test_constraint_rejects(bad: str) -> None:
 
 def test_space_size_and_grid() -> None:
     spec = load_spec_text((EXAMPLES / "quickstart-sim.yaml").read_text()).spec
-    assert raw_size(spec) == 5 * 3 * 2 * 2
+    assert raw_size(spec) == 5 * 4 * 2 * 2
     configs = list(grid(spec))
     assert all(c["max-num-batched-tokens"] >= c["max-num-seqs"] for c in configs)
-    assert feasible_count(spec) == len(configs) == 60
+    assert feasible_count(spec) == len(configs) == 80
     assert set(configs[0]) == {
         "max-num-seqs",
         "max-num-batched-tokens",
