@@ -323,7 +323,7 @@ def recommendation_view(spec: SpecResults, rec: Recommendation) -> dict[str, Any
             "id": p.id,
             "page": page_name(p.id),
             "config": config_text(p.config),
-            "values": ", ".join(fmt(o.metric, value(p, o.metric)) for o in rec.objectives),
+            "metrics": ", ".join(fmt(o.metric, value(p, o.metric)) for o in rec.objectives),
         }
         for p in rec.pareto
         if p.id != r.id
