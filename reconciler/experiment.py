@@ -79,6 +79,23 @@ def rescale(metrics: dict[str, float | None], time_scale: float) -> dict[str, fl
     return out
 
 
+def with_local_model(spec: TuningSpec, base_dir: Path | None) -> TuningSpec:
+    """The spec engines are launched with: a relative ``model.id`` that names a file or folder
+    under ``base_dir`` (where the spec's relative paths start) made absolute.
+
+    Engines run in their own working directory (the backend's, or the daemon's), where a path
+    relative to the spec repository, such as a committed GGUF file, would not be found. An id
+    that is no path there (a Hugging Face id) is left as it is. Only the launch sees the result:
+    the study, its generation and ``best/`` keep the spec as written, so they do not depend on
+    where the repository is checked out.
+    """
+    model = spec.spec.model
+    if base_dir is None or Path(model.id).is_absolute() or not (base_dir / model.id).exists():
+        return spec
+    local = model.model_copy(update={"id": str((base_dir / model.id).resolve())})
+    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"model": local})})
+
+
 def explain(message: str, log_tail: str) -> str:
     """The failure message plus the engine's own last error line, when the log has one."""
     for line in reversed(log_tail.splitlines()):
@@ -105,9 +122,11 @@ class ExperimentRunner:
         logs_dir: Path,
         host: str = "127.0.0.1",
         progress: Progress | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         self.spec = spec
         self.body = spec.spec
+        self.launch_spec = with_local_model(spec, base_dir)
         self.engine = get_engine(self.body.engine.name, self.body.engine.variant)
         self.backend = backend
         self.leaser = leaser
@@ -177,7 +196,7 @@ class ExperimentRunner:
                 driver=infos[0].driver if infos else None,
                 memory_mib=infos[0].memory_total_mib if infos else None,
             )
-        plan = self.engine.launch(self.spec, config, host=self.host, port=free_port(self.host))
+        plan = self.engine.launch(self.launch_spec, config, host=self.host, port=free_port(self.host))
         plan = dataclasses.replace(plan, gpus=len(lease.ids))
         name = self._name(config)
         m = Measurement(

@@ -85,7 +85,7 @@ class Running:
     generation: str
 
 
-Action = Literal["stalled", "suspended", "done", "run", "running", "skipped", "backoff"]
+Action = Literal["stalled", "suspended", "done", "run", "running", "skipped", "backoff", "queued"]
 
 
 @dataclass
@@ -178,11 +178,16 @@ class Reconciler:
                 self.running[name].stop.set()
         self._reap()
         if wait:
-            while self.running:
+            # a one-shot pass runs every spec that needs work: queued ones start as slots free up
+            queued = [e for e in entries if report.actions.get(e.name) == "queued"]
+            while self.running or queued:
                 for run in list(self.running.values()):
                     run.thread.join(timeout=0.5)
                 self._reap()
                 self.flush()
+                while queued and len(self.running) < self.max_parallel:
+                    entry = queued.pop(0)
+                    report.actions[entry.name] = self._reconcile_one(entry, revision, results)
             # a study that just finished wrote its final status
             for entry in entries:
                 if entry.loaded is not None and report.actions.get(entry.name) == "run":
@@ -246,7 +251,7 @@ class Reconciler:
         if bo is not None and time.monotonic() < bo.not_before:
             return "backoff"
         if len(self.running) >= self.max_parallel:
-            return "backoff"
+            return "queued"
         self._start(entry, loaded, revision)
         return "run"
 

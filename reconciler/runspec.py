@@ -137,6 +137,7 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         workload=workload,
         logs_dir=ctx.state_dir / "logs" / spec.name,
         progress=ctx.progress,
+        base_dir=ctx.base_dir,
     )
     (ctx.state_dir / "logs" / spec.name).mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()

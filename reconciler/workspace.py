@@ -147,7 +147,10 @@ class Workspace:
         with self.lock:
             if not self.results_dir.exists():
                 return False
-            git(["add", "-A", "--", "results"], self.clone_dir)
+            # lock files (Optuna's journal lock) and temp files of atomic writes come and go
+            # while studies run: never stage them
+            git(["add", "-A", "--", "results", ":(exclude,glob)results/**/*.lock",
+                 ":(exclude,glob)results/**/*.tmp"], self.clone_dir)
             staged = subprocess.run(
                 ["git", "diff", "--cached", "--quiet"], cwd=self.clone_dir, env=git_env(), timeout=60
             ).returncode

@@ -656,6 +656,9 @@ def slices(records: Sequence[ExperimentRecord], objective: Objective, limit: int
             lo, hi = min(s.xs), max(s.xs)
             if lo > 0 and hi / lo >= 16:
                 x_extra["type"] = "log"
+            if len(s.medians) <= 12:  # ticks at the values searched, not at round numbers between them
+                x_extra["tickvals"] = [m for m, _ in s.medians]
+                x_extra["ticktext"] = [text(param_value(m)) for m, _ in s.medians]
         else:
             x_extra["type"] = "category"
             x_extra["categoryorder"] = "array"

@@ -145,9 +145,8 @@ def index_row(spec: SpecResults) -> dict[str, Any]:
         "condition": {"label": cond.label, "css": cond.css, "reason": cond.reason, "message": cond.message},
         "progress_fraction": round(fraction, 4),
         "progress_text": text,
-        "best_text": f"{fmt(first.metric, best_value)} {name(first.metric)}"
-        if best_value is not None
-        else "–",
+        "best_text": fmt(first.metric, best_value) if best_value is not None else "–",
+        "best_metric": name(first.metric),
         "best_sort": best_value if best_value is not None else "",
         "best_extra": extra,
         "best_config": config_text(rec.record.config) if rec else "",

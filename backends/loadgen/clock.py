@@ -72,5 +72,13 @@ def receive_clock() -> Callable[[], float]:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on a stamping loop: the synchronous entry point of the load generator."""
+    box: list[T] = []
+
+    async def main() -> None:
+        # the result is handed over outside the task: Python 3.11's Runner formats the main task
+        # (and so its result, every request record) when it restores the SIGINT handler
+        box.append(await coro)
+
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(coro)
+        runner.run(main())
+    return box[0]

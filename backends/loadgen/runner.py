@@ -269,8 +269,12 @@ async def collect(
             phase = _open_loop(level, jobs, request_rate, burstiness, seed, concurrency, measured)
         else:
             phase = _closed_loop(level, jobs, concurrency or 1, measured)
-        with _quiet_gc(), contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(phase, max_duration_s) if max_duration_s else await phase
+        with _quiet_gc():
+            if max_duration_s:
+                with contextlib.suppress(TimeoutError):  # the deadline, not a request timeout
+                    await asyncio.wait_for(phase, max_duration_s)
+            else:
+                await phase
     cancelled = level.started - len(records)
     if cancelled:
         notes.append(

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from floor_client import run_floor
 
 from backends.loadgen import TargetConfig, collect, fetch_model, percentile, run_sync, synthetic_requests
 from backends.loadgen.runner import LoadPointRun
@@ -132,6 +133,42 @@ def ceiling(server: Server, levels: list[int], requests: int, output_len: int) -
     return rows
 
 
+def marginal_costs(server: Server) -> list[dict[str, Any]]:
+    """CPU microseconds per request and per event, load generator vs the asyncio floor.
+
+    Marginal costs: the difference between a small and a large run divided by the difference in
+    requests (or events), so fixed costs (session set-up, the collection before a level) cancel.
+    """
+    target = TargetConfig(server.url, model=server.model, ignore_eos=True)
+
+    def loadgen(n: int, out: int) -> tuple[float, int]:
+        reqs = synthetic_requests(n, input_len=16, output_len=out, seed=n)
+        cpu0 = time.process_time()
+        run = run_sync(collect(target, reqs, concurrency=64, timeout_s=120))
+        return time.process_time() - cpu0, sum(len(r.chunk_times) for r in run.records)
+
+    def floor(n: int, out: int) -> tuple[float, int]:
+        res = asyncio.run(run_floor(server.url, server.model, concurrency=64, requests=n, output_len=out))
+        return res["cpu_us_per_request"] * n / 1e6, round(res["events_per_s"] * n / res["requests_per_s"])
+
+    rows = []
+    for name, measure in (
+        ("autotuner loadgen (aiohttp)", loadgen),
+        ("asyncio floor (floor_client.py)", floor),
+    ):
+        measure(200, 1)  # warm up imports, connections and caches
+        (c1, _), (c2, _) = measure(500, 1), measure(2500, 1)
+        (e1cpu, e1), (e2cpu, e2) = measure(64, 256), measure(320, 256)
+        rows.append(
+            {
+                "client": name,
+                "cpu_us_per_request": 1e6 * (c2 - c1) / 2000,
+                "cpu_us_per_event": 1e6 * (e2cpu - e1cpu) / max(e2 - e1, 1),
+            }
+        )
+    return rows
+
+
 def lag(
     server: Server, levels: list[int], output_len: int, stamped: bool, repeats: int, rounds: int = 2
 ) -> list[dict[str, Any]]:
@@ -216,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(kind, 0.0)
         try:
             result["ceiling"] += ceiling(server, ceiling_levels, 64 if args.quick else 256, out_len)
+            if kind == "stream" and not args.quick:
+                result["costs"] = marginal_costs(server)
         finally:
             server.stop()
         server = Server(kind, args.itl_ms)
@@ -231,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['machine']}; load average before {result['loadavg_before'][0]:.2f}")
     print(f"\nceiling: zero model cost, {out_len} output tokens per request")
     print(_table(result["ceiling"]))
+    if result.get("costs"):
+        print("\nmarginal client CPU, concurrency 64, stream server (1-token and 256-token requests)")
+        print(_table(result["costs"]))
     print(
         f"\nlag: client receive - server x_sent_at; stream server paced at {args.itl_ms:g} ms per step, "
         f"sim paced by its roofline; median of {repeats} run(s)"

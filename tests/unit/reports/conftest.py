@@ -12,7 +12,7 @@ from tests.unit.reports.factory import SpecPlan, demo_plans, make_records, write
 #: hostile strings, as a spec name, a title and a parameter value could carry them
 XSS_NAME = "<img src=x onerror=window.__xss=1>"
 XSS_TITLE = "</script><script>window.__xss=2</script>"
-XSS_VALUE = '</script><script>window.__xss=3</script>"\'&amp;'
+XSS_VALUE = "</script><script>window.__xss=3</script>\"'&amp;"
 
 
 @pytest.fixture

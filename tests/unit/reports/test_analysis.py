@@ -71,7 +71,9 @@ def test_per_gpu_efficiency_is_derived_when_not_stored(records: list[ExperimentR
     stripped = r.model_copy(
         update={"summary": {k: v for k, v in r.summary.items() if not k.endswith("_per_gpu")}}
     )
-    assert value(stripped, "output_throughput_per_gpu") == pytest.approx(r.summary["output_throughput"] / 2)
+    assert value(stripped, "output_throughput_per_gpu") == pytest.approx(
+        (r.summary["output_throughput"] or 0) / 2
+    )
     assert pareto.per_gpu("output_throughput") == "output_throughput_per_gpu"
     assert pareto.per_gpu("ttft_p90_ms") == "ttft_p90_ms"
     assert pareto.gpu_counts_vary(current(records))
@@ -107,7 +109,7 @@ def test_recommendation_is_the_rankings_best_with_margins_and_gain(records: list
     assert rec.record.id == best(recs).id  # type: ignore[union-attr]
     assert {m.metric for m in rec.margins} == {"ttft_p90_ms", "tpot_p99_ms"}
     ttft = next(m for m in rec.margins if m.metric == "ttft_p90_ms")
-    assert ttft.ok and ttft.margin == pytest.approx(1 - rec.record.summary["ttft_p90_ms"] / 800.0)
+    assert ttft.ok and ttft.margin == pytest.approx(1 - (rec.record.summary["ttft_p90_ms"] or 0) / 800.0)
     assert rec.baseline is not None and rec.baseline.baseline
     gain = rec.gains[0]
     assert gain.baseline == value(rec.baseline, THROUGHPUT.metric)
@@ -150,7 +152,8 @@ def test_curves_follow_the_load_points(records: list[ExperimentRecord]) -> None:
     assert any(r.baseline for r in chosen)
     c = curves.curve(chosen[0], ["goodput", "ttft_p90_ms"])
     assert c.loads == sorted(p.load_value for p in chosen[0].load_points)
-    assert c.series["ttft_p90_ms"] == sorted(c.series["ttft_p90_ms"])  # TTFT rises with load
+    ttft = [float(v or 0) for v in c.series["ttft_p90_ms"]]
+    assert ttft == sorted(ttft)  # TTFT rises with load
     peak = curves.peak(c, "goodput")
     assert peak is not None and peak[1] == max(
         g for g, ok in zip(c.series["goodput"], c.feasible, strict=True) if ok and g is not None

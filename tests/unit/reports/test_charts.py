@@ -42,7 +42,10 @@ def all_charts(records: list[ExperimentRecord]) -> list[charts.Chart]:
 def test_every_chart_is_svg_with_data_a_caption_and_a_table(records: list[ExperimentRecord]) -> None:
     built = all_charts(records)
     assert len(built) == 9
-    assert charts.efficiency([r for r in records if r.generation == records[-1].generation], [THROUGHPUT], None) is None
+    assert (
+        charts.efficiency([r for r in records if r.generation == records[-1].generation], [THROUGHPUT], None)
+        is None
+    )
     for c in built:
         assert c.caption.endswith(".") and len(c.caption) > 30, c.id
         assert c.table.rows and all(len(r) == len(c.table.headers) for r in c.table.rows), c.id
@@ -69,7 +72,11 @@ def test_comparison_needs_two_groups(records: list[ExperimentRecord]) -> None:
 
     gens = compare.by_generation(records, THROUGHPUT)
     c = charts.comparison("g", "Generations", gens, THROUGHPUT, "Generation")
-    assert c is not None and "went from" in c.caption and percent(compare.change(gens, THROUGHPUT), signed=True) in c.caption
+    assert (
+        c is not None
+        and "went from" in c.caption
+        and percent(compare.change(gens, THROUGHPUT), signed=True) in c.caption
+    )
     assert charts.comparison("g", "Generations", gens[:1], THROUGHPUT, "Generation") is None
 
 
@@ -89,8 +96,17 @@ def test_script_json_cannot_close_the_script_element() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(4617.5, "4,618"), (46.71, "46.7"), (9.876, "9.88"), (16.0, "16"), (0.01234, "0.0123"), (None, "–"),
-     (float("nan"), "–"), (-150.5, "-150"), (0, "0")],
+    [
+        (4617.5, "4,618"),
+        (46.71, "46.7"),
+        (9.876, "9.88"),
+        (16.0, "16"),
+        (0.01234, "0.0123"),
+        (None, "–"),
+        (float("nan"), "–"),
+        (-150.5, "-150"),
+        (0, "0"),
+    ],
 )
 def test_numbers_read_well(value: float | None, text: str) -> None:
     assert number(value) == text

@@ -82,21 +82,29 @@ def test_spec_page_has_recommendation_charts_table_and_failures(results: Path, t
     assert data["reconciling"] is False
     # a running spec's page asks to be refreshed, a finished one does not
     running = (site / "specs" / "spec-002" / "index.html").read_text()
-    assert 'data-refresh-url="data.json"' in running and 'data-refresh-url' not in html
+    assert 'data-refresh-url="data.json"' in running and "data-refresh-url" not in html
 
 
-def test_experiment_page_shows_load_points_command_timings_and_log_tail(results: Path, tmp_path: Path) -> None:
+def test_experiment_page_shows_load_points_command_timings_and_log_tail(
+    results: Path, tmp_path: Path
+) -> None:
     site = tmp_path / "site"
     build_site(results, site)
     failed = next(
-        p for p in sorted(results.glob("spec-000/experiments/*.json")) if json.loads(p.read_text())["state"] == "FAILED"
+        p
+        for p in sorted(results.glob("spec-000/experiments/*.json"))
+        if json.loads(p.read_text())["state"] == "FAILED"
     )
     record = json.loads(failed.read_text())
     html = (site / "specs" / "spec-000" / "experiments" / f"{record['id']}.html").read_text()
     assert record["failure"]["reason"] in html
     assert "CUDA out of memory" in html or "waiting for /health" in html
-    complete = json.loads((results / "spec-000" / "experiments" / "0002.json").read_text())
-    html = (site / "specs" / "spec-000" / "experiments" / "0002.html").read_text()
+    complete = next(
+        json.loads(p.read_text())
+        for p in sorted(results.glob("spec-000/experiments/*.json"))
+        if json.loads(p.read_text())["state"] == "COMPLETE"
+    )
+    html = (site / "specs" / "spec-000" / "experiments" / f"{complete['id']}.html").read_text()
     assert "All load points" in html and "concurrency 64" in html
     assert "vllm serve" in html and "total_s" in html
 
@@ -163,7 +171,9 @@ def test_unreadable_record_is_listed_not_fatal(results: Path, tmp_path: Path) ->
     site = tmp_path / "site"
     build_site(results, site)
     html = (site / "specs" / "spec-000" / "index.html").read_text()
-    assert "experiments/0099.json" in html and "experiments/0100.json" in html and "not a valid record" in html
+    assert (
+        "experiments/0099.json" in html and "experiments/0100.json" in html and "not a valid record" in html
+    )
 
 
 def test_spec_folder_without_status_or_experiments(tmp_path: Path) -> None:
@@ -184,7 +194,11 @@ def test_hostile_strings_stay_text(tmp_path: Path) -> None:
     build_site(results, site)
     spec_dir = site / "specs" / slug(XSS_NAME)
     assert spec_dir.is_dir() and re.fullmatch(r"[a-z0-9-]+", spec_dir.name)
-    for page in [site / "index.html", spec_dir / "index.html", *sorted((spec_dir / "experiments").glob("*.html"))]:
+    for page in [
+        site / "index.html",
+        spec_dir / "index.html",
+        *sorted((spec_dir / "experiments").glob("*.html")),
+    ]:
         html = page.read_text()
         for raw in (XSS_NAME, XSS_TITLE, "<script>window.__xss"):
             assert raw not in html, f"{page}: {raw!r} unescaped"
