@@ -27,6 +27,7 @@ import yaml
 
 from reconciler.checking import check_loaded
 from reconciler.git import GitError
+from reconciler.logs import log_event
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec
 from reconciler.session import Session
@@ -211,6 +212,9 @@ class Reconciler:
                 spec_file=entry.path,
             )
             if store.write_status(status):
+                first = str(entry.problems[0]) if entry.problems else None
+                log_event(log, logging.WARNING, "spec stalled", spec=entry.name, file=entry.path,
+                          problems=len(entry.problems), first=first)
                 self.changed(f"{entry.name}: stalled, invalid spec")
             run = self.running.get(entry.name)
             if run is not None:

@@ -12,8 +12,21 @@ from specs.metrics import ALL_METRICS
 from specs.records import ExperimentRecord, StatusRecord
 
 BASE_COLUMNS = [
-    "spec", "id", "generation", "trial", "state", "baseline", "feasible", "reused_from", "engine", "engine_version",
-    "gpu_model", "gpu_count", "simulated", "summary_load_kind", "summary_load_value",
+    "spec",
+    "id",
+    "generation",
+    "trial",
+    "state",
+    "baseline",
+    "feasible",
+    "reused_from",
+    "engine",
+    "engine_version",
+    "gpu_model",
+    "gpu_count",
+    "simulated",
+    "summary_load_kind",
+    "summary_load_value",
 ]
 TAIL_COLUMNS = ["failure_kind", "failure_reason", "total_s", "started_at", "finished_at", "config_hash"]
 
@@ -24,9 +37,12 @@ def spec_names(results: Path) -> list[str]:
     return sorted(p.name for p in results.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def load_all(results: Path, only: Iterable[str] | None = None) -> dict[str, tuple[StatusRecord | None, list[ExperimentRecord]]]:
+Loaded = dict[str, tuple[StatusRecord | None, list[ExperimentRecord]]]
+
+
+def load_all(results: Path, only: Iterable[str] | None = None) -> Loaded:
     wanted = set(only) if only else None
-    out = {}
+    out: Loaded = {}
     for name in spec_names(results):
         if wanted is not None and name not in wanted:
             continue
@@ -35,7 +51,7 @@ def load_all(results: Path, only: Iterable[str] | None = None) -> dict[str, tupl
     return out
 
 
-def rows(data: dict[str, tuple[StatusRecord | None, list[ExperimentRecord]]]) -> tuple[list[str], list[dict[str, Any]]]:
+def rows(data: Loaded) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and rows: fixed columns, then ``param.<axis>``, then metrics at the summary load
     point, then objectives (penalized values as ``objective.<metric>``), then failure and timing."""
     table: list[dict[str, Any]] = []
@@ -46,15 +62,26 @@ def rows(data: dict[str, tuple[StatusRecord | None, list[ExperimentRecord]]]) ->
         for r in records:
             point = r.load_points[r.summary_index] if r.summary_index is not None and r.load_points else None
             row: dict[str, Any] = {
-                "spec": name, "id": r.id, "generation": r.generation, "trial": r.trial, "state": r.state,
-                "baseline": r.baseline, "feasible": r.feasible, "reused_from": r.reused_from,
-                "engine": r.engine.get("name"), "engine_version": r.engine.get("version"),
-                "gpu_model": r.gpu.model, "gpu_count": r.gpu.count, "simulated": r.simulated,
+                "spec": name,
+                "id": r.id,
+                "generation": r.generation,
+                "trial": r.trial,
+                "state": r.state,
+                "baseline": r.baseline,
+                "feasible": r.feasible,
+                "reused_from": r.reused_from,
+                "engine": r.engine.get("name"),
+                "engine_version": r.engine.get("version"),
+                "gpu_model": r.gpu.model,
+                "gpu_count": r.gpu.count,
+                "simulated": r.simulated,
                 "summary_load_kind": point.load_kind if point else None,
                 "summary_load_value": point.load_value if point else None,
                 "failure_kind": r.failure.kind if r.failure else None,
                 "failure_reason": r.failure.reason if r.failure else None,
-                "total_s": r.timings.get("total_s"), "started_at": r.started_at, "finished_at": r.finished_at,
+                "total_s": r.timings.get("total_s"),
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
                 "config_hash": r.config_hash,
             }
             for k, v in r.config.items():

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                 results = Path(repo) / "results"
             else:
                 try:
-                    git(["clone", "-q", "--depth", "1", "--branch", args.branch, repo, tmp + "/r"], tmp, timeout=120)
+                    clone = ["clone", "-q", "--depth", "1", "--branch", args.branch, repo, tmp + "/r"]
+                    git(clone, tmp, timeout=120)
                 except GitError as exc:
                     return fail(str(exc), "give --results DIR, or --repo with a specs repository")
                 results = Path(tmp) / "r" / "results"

@@ -236,3 +236,20 @@ def test_sigkill_of_the_daemon_then_restart_finishes_the_study(repo: Repo) -> No
     for rid, chash in kept.items():
         assert next(r for r in recs if r["id"] == rid)["configHash"] == chash
     assert wait_no_engines(str(repo.root)) == []
+
+
+def test_results_branch_and_placement(repo: Repo) -> None:
+    spec = sim_spec("eps", strategy="grid", budget=1, parameters="      max-num-seqs: {values: [8]}")
+    spec = spec.replace("spec:\n", "spec:\n  placement: {matchLabels: {gpu: h100}}\n", 1)
+    repo.put_spec("eps", spec)
+    spec_head = repo.remote_head()
+    # a host whose labels do not match leaves the spec alone
+    other = autotuner("reconcile", "--repo", str(repo.remote), "--state-dir", str(repo.root / "other"),
+                      "--labels", "gpu=a100", "--results-branch", "results", "-q", cwd=repo.root)
+    assert "eps: skipped" in other.stderr
+    assert git(["branch", "--list", "results"], repo.remote).strip() == ""
+    # the matching host runs it and pushes results to their own branch; the spec branch is untouched
+    repo.reconcile("--labels", "gpu=h100,zone=a", "--results-branch", "results")
+    assert repo.remote_head() == spec_head
+    status = json.loads(git(["show", "results:results/eps/status.json"], repo.remote))
+    assert status["counts"]["total"] == 1
