@@ -96,8 +96,12 @@ def with_local_model(spec: TuningSpec, base_dir: Path | None) -> TuningSpec:
     return spec.model_copy(update={"spec": spec.spec.model_copy(update={"model": local})})
 
 
-def explain(message: str, log_tail: str) -> str:
-    """The failure message plus the engine's own last error line, when the log has one."""
+def explain(message: str, log_tail: str, detail: str | None = None) -> str:
+    """The failure message plus the engine's own words: ``detail`` when the engine mapping read
+    them from the log (:meth:`~backends.engines.base.Engine.failure_detail`), else the log's last
+    error-looking line, when it has one."""
+    if detail:
+        return f"{message}: {detail[:300]}"
     for line in reversed(log_tail.splitlines()):
         text = line.strip()
         if (
@@ -245,7 +249,7 @@ class ExperimentRunner:
             m.state = "FAILED"
             m.failure = FailureRecord(
                 kind=exc.kind,
-                reason=explain(exc.message, exc.log_tail),
+                reason=explain(exc.message, exc.log_tail, self.engine.failure_detail(exc.log_tail)),
                 log_tail=exc.log_tail,
                 exit_code=exc.exit_code,
             )

@@ -210,3 +210,8 @@ class Engine(Protocol):
     def launch(
         self, spec: TuningSpec, config: Mapping[str, Scalar], *, host: str, port: int
     ) -> LaunchPlan: ...
+
+    def failure_detail(self, log_tail: str) -> str | None:
+        """The engine's own words for why it stopped, read from its log tail the way this
+        engine writes it; ``None`` to let the runner pick the last error-looking line."""
+        ...

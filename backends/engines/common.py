@@ -115,6 +115,11 @@ class TableEngine:
     def served_model(self, spec: TuningSpec) -> str:
         return spec.spec.model.served_name or spec.spec.model.id
 
+    def failure_detail(self, log_tail: str) -> str | None:
+        """See :meth:`backends.engines.base.Engine.failure_detail`; engines with a known log
+        shape override it (llama.cpp)."""
+        return None
+
     # ----------------------------------------------------------------------------------------- helpers
 
     def spell(self, name: str) -> str:

@@ -169,47 +169,67 @@ def marginal_costs(server: Server) -> list[dict[str, Any]]:
     return rows
 
 
-def lag(
-    server: Server, levels: list[int], output_len: int, stamped: bool, repeats: int, rounds: int = 2
-) -> list[dict[str, Any]]:
-    """Per level: ``repeats`` runs of ``rounds * streams`` requests; the median run's p50/p99."""
+NAMES = {"stamped": "loadgen", "resume": "loadgen, resume stamps", "floor": "asyncio floor"}
+
+
+def _lag_run(server: Server, client: str, streams: int, output_len: int, seed: int) -> dict[str, Any]:
+    """One run: ``2 * streams`` requests at concurrency ``streams``; lag samples in ms."""
+    n = 2 * streams
+    if client == "floor":
+        lags: list[float] = []
+        options: dict[str, Any] = {"concurrency": streams, "requests": n, "output_len": output_len}
+        asyncio.run(run_floor(server.url, server.model, warmup=min(streams, 32), lags=lags, **options))
+        return {"all": sorted(x * 1000 for x in lags), "steady": [], "failed": 0}
     target = TargetConfig(server.url, model=server.model, ignore_eos=True, server_timestamps=True)
+    reqs = synthetic_requests(n, input_len=16, output_len=output_len, seed=seed)
+    stamped = client == "stamped"
+    run = _run(collect(target, reqs, concurrency=streams, warmup=min(streams, 32), timeout_s=120), stamped)
+    samples: list[float] = []
+    steady: list[float] = []  # without each request's first chunk (sent amid new requests)
+    for r in run.records:
+        for i, (t, sent) in enumerate(zip(r.chunk_times, r.server_sent_at or [], strict=False)):
+            if sent:
+                samples.append((t + run.wall_offset - sent) * 1000)
+                if i:
+                    steady.append(samples[-1])
+    return {
+        "all": sorted(samples),
+        "steady": sorted(steady),
+        "failed": sum(1 for r in run.records if not r.ok),
+    }
+
+
+def lag(server: Server, levels: list[int], output_len: int, repeats: int) -> list[dict[str, Any]]:
+    """Per level and client, the median over ``repeats`` runs of p50 and p99 lag.
+
+    The three clients take turns run by run, so that whatever else the machine does falls on
+    all of them alike: the floor client's lag is what the server, the kernel and the machine
+    add; the load generator's excess over it is the instrument's own.
+    """
+    clients = ("stamped", "resume", "floor")
     rows = []
-    for c in levels:
-        runs = []
+    for streams in levels:
+        runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
         for rep in range(repeats):
-            reqs = synthetic_requests(rounds * c, input_len=16, output_len=output_len, seed=rep)
-            run = _run(collect(target, reqs, concurrency=c, warmup=min(c, 32), timeout_s=120), stamped)
-            samples: list[float] = []
-            steady: list[float] = []  # without each request's first chunk (sent amid new requests)
-            for r in run.records:
-                pairs = zip(r.chunk_times, r.server_sent_at or [], strict=False)
-                for i, (t, sent) in enumerate(pairs):
-                    if sent:
-                        samples.append((t + run.wall_offset - sent) * 1000)
-                        if i:
-                            steady.append(samples[-1])
-            samples.sort()
-            steady.sort()
-            failed = sum(1 for r in run.records if not r.ok)
-            p50, p99, p99_steady = percentile(samples, 50), percentile(samples, 99), percentile(steady, 99)
-            runs.append((p50, p99, len(samples), failed, p99_steady))
-        p50s = sorted(x[0] for x in runs if x[0] is not None)
-        p99s = sorted(x[1] for x in runs if x[1] is not None)
-        steady_p99s = [x[4] for x in runs if x[4] is not None]
-        rows.append(
-            {
-                "server": server.kind,
-                "streams": c,
-                "stamping_loop": stamped,
-                "chunks_per_run": runs[0][2],
-                "failed": sum(x[3] for x in runs),
-                "lag_p50_ms": statistics.median(p50s) if p50s else None,
-                "lag_p99_ms": statistics.median(p99s) if p99s else None,
-                "p99_range_ms": f"{p99s[0]:.2f}-{p99s[-1]:.2f}" if p99s else "-",
-                "p99_not_first_ms": statistics.median(steady_p99s) if steady_p99s else None,
-            }
-        )
+            for client in clients:
+                runs[client].append(_lag_run(server, client, streams, output_len, rep))
+        for client in clients:
+            p50s = sorted(x for r in runs[client] if (x := percentile(r["all"], 50)) is not None)
+            p99s = sorted(x for r in runs[client] if (x := percentile(r["all"], 99)) is not None)
+            steady = [x for r in runs[client] if (x := percentile(r["steady"], 99)) is not None]
+            rows.append(
+                {
+                    "server": server.kind,
+                    "streams": streams,
+                    "client": NAMES[client],
+                    "chunks_per_run": len(runs[client][0]["all"]),
+                    "failed": sum(r["failed"] for r in runs[client]),
+                    "lag_p50_ms": statistics.median(p50s) if p50s else None,
+                    "lag_p99_ms": statistics.median(p99s) if p99s else None,
+                    "p99_range_ms": f"{p99s[0]:.2f}-{p99s[-1]:.2f}" if p99s else "-",
+                    "p99_not_first_ms": statistics.median(steady) if steady else None,
+                }
+            )
     return rows
 
 
@@ -259,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         server = Server(kind, args.itl_ms)
         try:
-            for stamped in (True, False):
-                result["lag"] += lag(server, lag_levels, 32 if args.quick else 64, stamped, repeats)
+            result["lag"] += lag(server, lag_levels, 32 if args.quick else 64, repeats)
         finally:
             server.stop()
     result["loadavg_after"] = os.getloadavg()

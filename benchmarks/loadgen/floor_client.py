@@ -18,6 +18,8 @@ from json import JSONDecoder
 from urllib.parse import urlsplit
 
 _raw_decode = JSONDecoder().raw_decode
+#: converts perf_counter() readings to wall-clock time, to compare with the server's x_sent_at
+_WALL_OFFSET = time.time() - time.perf_counter()
 
 
 class _Connection(asyncio.Protocol):
@@ -28,15 +30,17 @@ class _Connection(asyncio.Protocol):
         self.in_body = False
         self.done: asyncio.Future[None] | None = None
         self.times: list[float] = []
+        self.lags: list[float] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def request(self, raw: bytes, times: list[float]) -> asyncio.Future[None]:
+    def request(self, raw: bytes, times: list[float], lags: list[float] | None) -> asyncio.Future[None]:
         assert self.transport is not None
         self.done = asyncio.get_running_loop().create_future()
         self.times = times
+        self.lags = lags
         self.buf = self.sse = b""
         self.in_body = False
         self.transport.write(raw)
@@ -82,12 +86,26 @@ class _Connection(asyncio.Protocol):
             choices = obj.get("choices")
             if choices and choices[0].get("text"):
                 self.times.append(now)
+                sent = obj.get("x_sent_at")
+                if self.lags is not None and sent:
+                    self.lags.append(now + _WALL_OFFSET - sent)
 
 
 async def run_floor(
-    url: str, model: str, *, concurrency: int, requests: int, output_len: int
+    url: str,
+    model: str,
+    *,
+    concurrency: int,
+    requests: int,
+    output_len: int,
+    warmup: int = 0,
+    lags: list[float] | None = None,
 ) -> dict[str, float]:
-    """Closed loop like the load generator's; returns CPU microseconds per request and per event."""
+    """Closed loop like the load generator's; returns CPU microseconds per request and per event.
+
+    ``warmup`` requests go first on the same connections, uncounted. With ``lags`` given, appends
+    every content chunk's receive time minus its ``x_sent_at`` (seconds).
+    """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     loop = asyncio.get_running_loop()
@@ -108,18 +126,20 @@ async def run_floor(
         b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (parts.netloc.encode(), len(body), body)
     )
-    left = [requests]
+    left = [warmup]
     events = [0]
 
-    async def worker(conn: _Connection) -> None:
+    async def worker(conn: _Connection, record: list[float] | None) -> None:
         while left[0] > 0:
             left[0] -= 1
             times: list[float] = []
-            await conn.request(raw, times)
+            await conn.request(raw, times, record)
             events[0] += len(times)
 
+    await asyncio.gather(*(worker(c, None) for c in connections))
+    left[0], events[0] = requests, 0
     cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in connections))
+    await asyncio.gather(*(worker(c, lags) for c in connections))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
     for conn in connections:
         assert conn.transport is not None

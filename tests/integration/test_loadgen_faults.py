@@ -246,6 +246,18 @@ def test_cli_table_counts_errors(server: FakeOpenAI) -> None:
     assert "TTFT p90 ms" in proc.stdout
 
 
+def test_cli_dataset_file(server: FakeOpenAI, tmp_path: Path) -> None:
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "tell me a story"}\n{"prompt": "what is two plus two"}\n')
+    proc = bench("--url", server.url, "--dataset", str(data), "--requests", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["load_points"][0]["metrics"]["completed"] == 5
+    assert "repeated" in out["prompts"]
+    bad = bench("--url", server.url, "--dataset", str(data), "--prompt-field", "text")
+    assert bad.returncode == 1 and "text" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_cli_import_prints_the_same_shape(repo_root: Path) -> None:
     sample = repo_root / "tests" / "unit" / "adapters" / "data" / "genai-bench-sample"
     proc = bench("--import", "genai-bench", str(sample), "--json")

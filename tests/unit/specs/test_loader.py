@@ -26,7 +26,7 @@ def test_valid_example_loads_with_lines() -> None:
 
 
 def test_every_error_is_reported_not_only_the_first() -> None:
-    text = GOOD.replace("maxExperiments: 8", "maxExperiments: many").replace("seed: 7", "seed: -1")
+    text = GOOD.replace("maxExperiments: 12", "maxExperiments: many").replace("seed: 7", "seed: -1")
     found = problems(text)
     assert any("maxExperiments" in p for p in found)
     assert any("seed" in p for p in found)
@@ -70,7 +70,7 @@ def test_generation_ignores_suspend_and_report_but_not_search() -> None:
     assert load_spec_text(suspended).spec.generation() == base
     retitled = GOOD.replace("Quickstart: Llama", "Another title: Llama")
     assert load_spec_text(retitled).spec.generation() == base
-    changed = GOOD.replace("maxExperiments: 8", "maxExperiments: 9")
+    changed = GOOD.replace("maxExperiments: 12", "maxExperiments: 9")
     assert load_spec_text(changed).spec.generation() != base
 
 
