@@ -146,7 +146,7 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
     def on_record(record: ExperimentRecord) -> None:
         objective = record.objectives[0] if record.objectives else None
         log_event(
-            log, logging.INFO if record.state == "COMPLETE" else logging.WARNING, "experiment finished",
+            log, logging.INFO, "experiment finished",
             spec=spec.name, experiment=record.id, state=record.state, feasible=record.feasible,
             **({objective.metric: f"{objective.raw:.4g}"} if objective and objective.raw is not None else {}),
             failure=record.failure.kind if record.failure else None,

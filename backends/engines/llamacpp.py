@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from typing import ClassVar
 
-from collections.abc import Mapping
-
+from backends.engines.base import Rejection
 from backends.engines.common import Built, TableEngine
 from backends.engines.values import check_value
 from specs.errors import SpecProblem
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
-
 
 #: a line that says what went wrong (llama.cpp's C side has no log levels in its text)
 _COMPLAINT = re.compile(
@@ -43,8 +42,10 @@ _COMPLAINT = re.compile(
     r"exceed|too (large|small|many|long)|out of memory|not enough",
     re.IGNORECASE,
 )
-#: the last line of a Python traceback: ``ValueError: ...``, ``pydantic_core._pydantic_core.ValidationError: ...``
+#: the last line of a Python traceback: ``ValueError: ...``, ``pydantic_core.…ValidationError: ...``
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b(:.*)?$")
+#: ggml type ids of V caches that need no flash attention: f32, f16, bf16
+UNQUANTIZED_CACHE_TYPES = (0, 1, 30)
 _VALIDATION = re.compile(r"^\d+ validation errors? for \w+$")
 _DETAIL_CHARS = 300
 
@@ -59,7 +60,9 @@ def failure_detail(log_tail: str) -> str | None:
     ``invalid magic characters`` → ``error loading model`` → ``failed to load model``).
     """
     # progress dots ("......") stay: they separate the loading chatter from what follows
-    lines = [line.strip() for line in log_tail.splitlines() if line.strip() and not line.startswith("[autotuner")]
+    lines = [
+        line.strip() for line in log_tail.splitlines() if line.strip() and not line.startswith("[autotuner")
+    ]
     for line in reversed(lines):
         if "GGML_ASSERT" in line or "GGML_ABORT" in line:
             # drop the source path: "/…/ggml.c:1774: GGML_ASSERT(...) failed" → the assertion
@@ -127,6 +130,8 @@ class LlamacppEngine(TableEngine):
     }
     gpu_layers_flag: ClassVar[str] = "n_gpu_layers"
     flash_flag: ClassVar[str] = "flash_attn"
+    #: the V cache type flag the flash-attention rule reads; "" where the rule does not apply
+    value_type_flag: ClassVar[str] = "type_v"
     alias_flag: ClassVar[str] = "model_alias"
 
     def __init__(self, variant: str | None = None) -> None:
@@ -148,6 +153,20 @@ class LlamacppEngine(TableEngine):
 
     def _build(self, spec: TuningSpec, config: Mapping[str, Scalar]) -> Built:
         built = super()._build(spec, config)
+        # kvcache_dtype turns flash attention on itself (quantization.py); a type_v given directly
+        # needs it given too, or llama.cpp refuses to create the context
+        if self.value_type_flag and self.value_type_flag in built.raw:
+            v_type, v_where = built.raw[self.value_type_flag]
+            flash = built.raw.get(self.flash_flag)
+            if v_type not in UNQUANTIZED_CACHE_TYPES and (flash is None or flash[0] is not True):
+                built.rejections.append(
+                    Rejection(
+                        "llama.cpp quantizes the V cache only with flash attention: "
+                        f"{self.spell(self.value_type_flag)} {v_type} needs "
+                        f"{self.spell(self.flash_flag)} true",
+                        (v_where, *((flash[1],) if flash else ())),
+                    )
+                )
         for name, (value, why) in self.defaults.items():
             if name not in built.flags:
                 built.flags[name] = value
@@ -200,7 +219,7 @@ class LlamacppEngine(TableEngine):
         return None
 
     def extra_rule_flags(self) -> frozenset[str]:
-        return frozenset({self.gpu_layers_flag, self.flash_flag})
+        return frozenset(f for f in (self.gpu_layers_flag, self.flash_flag, self.value_type_flag) if f)
 
     def gpus(self, built: Built) -> int:
         value = built.raw.get(self.gpu_layers_flag, (0, ""))[0]
@@ -232,6 +251,9 @@ class LlamaServerEngine(LlamacppEngine):
     health_paths: ClassVar[tuple[str, ...]] = ("/health", "/v1/models")
     gpu_layers_flag = "n-gpu-layers"
     flash_flag = "flash-attn"
+    # llama-server's flash attention defaults to auto, which turns it on where a quantized V cache
+    # needs it: no rule to apply
+    value_type_flag = ""
     alias_flag = "alias"
 
     def __init__(self, variant: str | None = None) -> None:

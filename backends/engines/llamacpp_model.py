@@ -159,7 +159,12 @@ def write_tiny_gguf(
     :class:`~specs.errors.MissingExtraError` when the ``gguf`` package is not installed.
     """
     shape = TinyLlamaShape(
-        n_layers=n_layers, n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head, n_ff=n_ff, n_ctx_train=n_ctx_train
+        n_layers=n_layers,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_kv_head=n_kv_head,
+        n_ff=n_ff,
+        n_ctx_train=n_ctx_train,
     )
     problems = shape.problems()
     if problems:
