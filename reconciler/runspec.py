@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.deploy.base import DeployBackend
+from backends.engines import get_engine
 from backends.workloads import build_workload
 from reconciler.artifacts import render
 from reconciler.experiment import ExperimentRunner
@@ -35,6 +36,9 @@ def make_backend(spec: TuningSpec, state_dir: Path) -> DeployBackend:
     if kind == "local":
         from backends.deploy.local import LocalBackend
 
+        problem = get_engine(spec.spec.engine.name, spec.spec.engine.variant).local_problem()
+        if problem is not None:
+            raise problem
         return LocalBackend(state_dir)
     if kind == "docker":
         try:

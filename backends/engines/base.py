@@ -211,6 +211,11 @@ class Engine(Protocol):
         self, spec: TuningSpec, config: Mapping[str, Scalar], *, host: str, port: int
     ) -> LaunchPlan: ...
 
+    def local_problem(self) -> UserError | None:
+        """Why this engine cannot start as a process on this host (a missing optional extra or
+        binary), checked before a study with the local backend starts; ``None`` when it can."""
+        ...
+
     def failure_detail(self, log_tail: str) -> str | None:
         """The engine's own words for why it stopped, read from its log tail the way this
         engine writes it; ``None`` to let the runner pick the last error-looking line."""

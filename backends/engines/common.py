@@ -25,7 +25,7 @@ import yaml
 from backends.engines import parallel, quantization
 from backends.engines.base import ConfigRejected, FlagInfo, FlagTable, LaunchPlan, Rejection, load_flag_table
 from backends.engines.values import check_value, render_flag
-from specs.errors import SpecProblem
+from specs.errors import SpecProblem, UserError
 from specs.loader import LoadedSpec
 from specs.model import EnvFrom, ParamSpec, Scalar, TuningSpec
 from specs.suggest import closest
@@ -114,6 +114,11 @@ class TableEngine:
 
     def served_model(self, spec: TuningSpec) -> str:
         return spec.spec.model.served_name or spec.spec.model.id
+
+    def local_problem(self) -> UserError | None:
+        """See :meth:`backends.engines.base.Engine.local_problem`; engines that ship as an
+        optional extra or a binary override it (llama.cpp)."""
+        return None
 
     def failure_detail(self, log_tail: str) -> str | None:
         """See :meth:`backends.engines.base.Engine.failure_detail`; engines with a known log

@@ -24,7 +24,9 @@ the log is read the way a person would: the engine's last complaint before the t
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
 import sys
 from collections.abc import Mapping
 from typing import ClassVar
@@ -32,7 +34,7 @@ from typing import ClassVar
 from backends.engines.base import Rejection
 from backends.engines.common import Built, TableEngine
 from backends.engines.values import check_value
-from specs.errors import SpecProblem
+from specs.errors import MissingExtraError, SpecProblem, UserError
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
 
@@ -86,6 +88,34 @@ def failure_detail(log_tail: str) -> str | None:
     if causes and exception:
         return _clip(f"{causes[-1]} ({exception})")
     return _clip(causes[-1]) if causes else (_clip(exception) if exception else None)
+
+
+#: llama-server's log lines: ``0.00.007.791 E llama_init_from_model: ...`` (time, level, text)
+_SERVER_LINE = re.compile(r"^\d+\.\d+\.\d+\.\d+ ([A-Z]) (.*)$")
+#: the component tag some of them carry before the function name: ``srv  load_model: ...``
+_SERVER_TAG = re.compile(r"^[a-z]{2,5}\s+(?=\S+:)")
+
+
+def server_failure_detail(log_tail: str) -> str | None:
+    """llama-server's own words for why it stopped: a bad argument (``error while handling
+    argument "--threads": stoi``), else the first error-level line of the log tail, the root cause
+    of the chain of errors that follows it (with the last line of that chain when it says more,
+    such as ``exiting due to model loading error``), else an aborted assertion."""
+    lines = [
+        line.strip() for line in log_tail.splitlines() if line.strip() and not line.startswith("[autotuner")
+    ]
+    for line in lines:
+        if line.startswith("error while handling argument") or line.startswith("error: "):
+            return _clip(line)
+    errors = [
+        _SERVER_TAG.sub("", m.group(2)).strip()
+        for m in map(_SERVER_LINE.match, lines)
+        if m and m.group(1) == "E"
+    ]
+    if errors:
+        first, last = errors[0], errors[-1]
+        return _clip(first if first == last else f"{first} ({last})")
+    return failure_detail(log_tail)
 
 
 def _clip(text: str) -> str:
@@ -225,6 +255,11 @@ class LlamacppEngine(TableEngine):
         value = built.raw.get(self.gpu_layers_flag, (0, ""))[0]
         return 1 if _offloads(value) else 0
 
+    def local_problem(self) -> UserError | None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            return MissingExtraError("llama_cpp", "llamacpp")
+        return None
+
     def failure_detail(self, log_tail: str) -> str | None:
         """llama.cpp's own reason for a failed start or crash (see :func:`failure_detail`)."""
         return failure_detail(log_tail)
@@ -273,6 +308,16 @@ class LlamaServerEngine(LlamacppEngine):
             self.alias_flag: "set spec.model.servedName instead",
         }
 
+    def local_problem(self) -> UserError | None:
+        if shutil.which("llama-server") is None:
+            return UserError(
+                "engine.variant native runs the llama-server binary, which is not on the daemon's PATH",
+                hint="install llama.cpp (a release from https://github.com/ggml-org/llama.cpp/releases, "
+                "or build it) and put llama-server on PATH, or use variant: python with "
+                "pip install 'autotuner[llamacpp]'",
+            )
+        return None
+
     def model_problems(self, spec: TuningSpec) -> list[tuple[str, str]]:
         out = super().model_problems(spec)
         if spec.spec.model.tokenizer:
@@ -280,6 +325,10 @@ class LlamaServerEngine(LlamacppEngine):
                 ("model.tokenizer", "llama-server uses the GGUF's own tokenizer: remove model.tokenizer")
             )
         return out
+
+    def failure_detail(self, log_tail: str) -> str | None:
+        """llama-server's own reason (see :func:`server_failure_detail`)."""
+        return server_failure_detail(log_tail)
 
     def model_argv(self, spec: TuningSpec) -> list[str]:
         model = spec.spec.model

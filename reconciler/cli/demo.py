@@ -74,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     started = time.monotonic()
     try:
+        # before anything is created: a demo without its engine would only record failures
+        from backends.engines import get_engine
+
+        problem = get_engine(args.engine).local_problem()
+        if problem is not None:
+            raise problem
         remote, user = _prepare(out, args.engine)
         state, site = out / "state", out / "site"
         print(f"demo: spec repository {user} (remote {remote})", file=sys.stderr)
