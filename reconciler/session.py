@@ -14,8 +14,10 @@ from pathlib import Path
 from backends.deploy.base import DeployBackend
 from backends.deploy.gpus import GpuInfo, discover_gpus
 from reconciler.leases import GpuLeaser
-from reconciler.runspec import RunContext, make_backend, run_spec
+from reconciler.results import ResultsStore
+from reconciler.runspec import RunContext, make_backend, run_spec, write_status
 from reconciler.study import Progress, StudyOutcome
+from specs.errors import UserError
 from specs.loader import LoadedSpec
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,19 @@ class Session:
             state_dir=self.state_dir,
             base_dir=base_dir,
             leaser=self.leaser,
-            backend=self.backend(loaded),
             progress=progress,
             stop=stop,
             revision=revision,
             spec_file=spec_file,
         )
+        try:
+            ctx.backend = self.backend(loaded)
+        except UserError as exc:
+            # record why nothing can run (engine or backend missing) before telling the caller
+            store = ResultsStore(results, loaded.name)
+            store.ensure()
+            write_status(loaded.spec, store, ctx, "stalled", str(exc), reason="InvalidInput")
+            raise
         if site_dir is not None:
             from reconciler.site import rebuild_site
 

@@ -37,6 +37,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     return p
 
 
+def spec_base_dir(spec: Path) -> Path:
+    """Relative paths in a spec (datasets, a GGUF model) resolve against the root of the specs
+    repository holding it, as they do under the daemon; outside a repository, against the
+    spec's folder."""
+    from reconciler.git import GitError, git
+
+    folder = spec.resolve().parent
+    try:
+        return Path(git(["rev-parse", "--show-toplevel"], folder).strip())
+    except GitError:
+        return folder
+
+
 def run(args: argparse.Namespace) -> int:
     from reconciler.checking import load_checked
     from reconciler.cli._common import fail, print_problems
@@ -70,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = session.run(
                 loaded,
                 results,
-                base_dir=Path(args.spec).resolve().parent,
+                base_dir=spec_base_dir(Path(args.spec)),
                 progress=printer,
                 stop=stop,
                 site_dir=Path(args.site) if args.site else None,
