@@ -282,6 +282,41 @@ def test_running_spec_polls_its_data_file(tab: Page, site: Path) -> None:
     assert tab.errors == []
 
 
+def run_demo(out: Path) -> Path:
+    """``autotuner demo`` for real (a study on the sim engine); returns its site folder."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "demo", "--out", str(out), "-q"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out / "site"
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_demo(tmp_path_factory.mktemp("demo") / "demo")
+
+
+@pytest.mark.parametrize("how", ["file", "http"])
+def test_the_real_demo_site(tab: Page, demo_site: Path, how: str) -> None:
+    """The site `autotuner demo` builds from a real study: every chart draws, links work."""
+    with contextlib.ExitStack() as stack:
+        base = demo_site.as_uri() + "/" if how == "file" else stack.enter_context(serve(demo_site))
+        page = tab.open(base + "index.html")
+        assert "quickstart-sim" in page.locator("#spec-table").inner_text()
+        page = tab.open(spec_url(base, "quickstart-sim"))
+        assert tab.wait_for_charts() >= 5
+        for plot in page.locator("[data-figure]").all():
+            assert plot.locator(DATA_MARKS).count() > 0, plot.get_attribute("data-figure")
+        assert "python" in page.locator(".verdict, pre").first.inner_text() or page.locator("pre").count()
+        page.locator(".verdict a").click()
+        page.wait_for_load_state("load")
+        assert tab.wait_for_charts() == 1
+    assert tab.errors == [] and tab.dialogs == []
+
+
 def take_screenshots(out: Path) -> list[Path]:
     """Screenshots of the index and a spec page of the demo site, with the same browser."""
     import tempfile
@@ -290,17 +325,17 @@ def take_screenshots(out: Path) -> list[Path]:
 
     out = out.resolve()
     work = Path(tempfile.mkdtemp(prefix="autotuner-screenshots-"))
-    site = make_demo_site(work, hostile=False)
+    site = run_demo(work / "demo")
     shots = []
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         p = Page(b)
         for name, url, full in (
             ("site-index.png", (site / "index.html").as_uri(), False),
-            ("site-spec.png", (site / "specs" / "spec-001" / "index.html").as_uri(), False),
+            ("site-spec.png", (site / "specs" / slug("quickstart-sim") / "index.html").as_uri(), False),
             (
                 "site-spec-charts.png",
-                (site / "specs" / "spec-001" / "index.html").as_uri() + "#tradeoff",
+                (site / "specs" / slug("quickstart-sim") / "index.html").as_uri() + "#tradeoff",
                 False,
             ),
         ):
