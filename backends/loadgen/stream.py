@@ -73,8 +73,15 @@ async def stream_request(
     chat: bool,
     stamp: Callable[[], float],
     server_timestamps: bool = False,
+    stale_retries: int = 2,
 ) -> None:
-    """Send one request and fill ``rec`` with what happened; never raises for server faults."""
+    """Send one request and fill ``rec`` with what happened; never raises for server faults.
+
+    ``stale_retries``: a pooled keep-alive connection that the server had already closed fails
+    before anything is sent back (llama.cpp's ``llama-server`` closes after each stream while
+    advertising keep-alive); such a request is sent again on another connection, up to this many
+    times, with its send time reset. Nothing had been received, so nothing is measured twice.
+    """
     perf = time.perf_counter
     started = False
     chunk_times = rec.chunk_times
@@ -168,6 +175,14 @@ async def stream_request(
         rec.fail("connection", str(exc), perf())
         return
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        # (a refused connection is a ClientConnectorError, handled above: never retried)
+        stale = isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+        if not started and stale_retries > 0 and stale:
+            await stream_request(
+                session, url, body, rec, chat=chat, stamp=stamp, server_timestamps=server_timestamps,
+                stale_retries=stale_retries - 1,
+            )
+            return
         # a reset or close after the headers cuts the stream; before them, the server hung up
         rec.fail("truncated_stream" if started else "disconnected", str(exc) or type(exc).__name__, perf())
         return
