@@ -16,21 +16,28 @@ from backends.loadgen.synthetic import synthetic_requests
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
-    )
+    lines = head.split(b"\r\n")
+    length = next((int(x.split(b":")[1]) for x in lines if x.lower().startswith(b"content-length")), 0)
     if length:
         await reader.readexactly(length)
     if head.startswith(b"GET /v1/models"):
         body = json.dumps({"data": [{"id": "m"}]}).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + body)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: keep-alive\r\n\r\n"
+            + body
+        )
     else:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
-                     b"Connection: keep-alive\r\n\r\n")
-        events = [{"choices": [{"text": "a", "finish_reason": None}]},
-                  {"choices": [{"text": "b", "finish_reason": "length"}]},
-                  {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}]
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: keep-alive\r\n\r\n"
+        )
+        events = [
+            {"choices": [{"text": "a", "finish_reason": None}]},
+            {"choices": [{"text": "b", "finish_reason": "length"}]},
+            {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+        ]
         for event in [*(f"data: {json.dumps(e)}\n\n" for e in events), "data: [DONE]\n\n"]:
             data = event.encode()
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
