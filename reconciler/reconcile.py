@@ -213,8 +213,15 @@ class Reconciler:
             )
             if store.write_status(status):
                 first = str(entry.problems[0]) if entry.problems else None
-                log_event(log, logging.WARNING, "spec stalled", spec=entry.name, file=entry.path,
-                          problems=len(entry.problems), first=first)
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "spec stalled",
+                    spec=entry.name,
+                    file=entry.path,
+                    problems=len(entry.problems),
+                    first=first,
+                )
                 self.changed(f"{entry.name}: stalled, invalid spec")
             run = self.running.get(entry.name)
             if run is not None:

@@ -150,8 +150,13 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
     def on_record(record: ExperimentRecord) -> None:
         objective = record.objectives[0] if record.objectives else None
         log_event(
-            log, logging.INFO, "experiment finished",
-            spec=spec.name, experiment=record.id, state=record.state, feasible=record.feasible,
+            log,
+            logging.INFO,
+            "experiment finished",
+            spec=spec.name,
+            experiment=record.id,
+            state=record.state,
+            feasible=record.feasible,
             **({objective.metric: f"{objective.raw:.4g}"} if objective and objective.raw is not None else {}),
             failure=record.failure.kind if record.failure else None,
             reason=record.failure.reason[:200] if record.failure else None,
@@ -178,13 +183,29 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
     )
     if write_status(spec, store, ctx, "running", progress_message(spec, store.experiments())):
         _changed(ctx, spec.name)
-    log_event(log, logging.INFO, "study started", spec=spec.name, generation=spec.generation(),
-              budget=spec.spec.search.max_experiments, strategy=spec.spec.search.strategy)
+    log_event(
+        log,
+        logging.INFO,
+        "study started",
+        spec=spec.name,
+        generation=spec.generation(),
+        budget=spec.spec.search.max_experiments,
+        strategy=spec.spec.search.strategy,
+    )
     outcome = study.run()
-    log_event(log, logging.INFO, "study stopped", spec=spec.name, generation=spec.generation(),
-              completed=outcome.completed, failed=outcome.failed, reused=outcome.reused,
-              interrupted=outcome.interrupted, exhausted=outcome.exhausted,
-              best=outcome.best.id if outcome.best else None)
+    log_event(
+        log,
+        logging.INFO,
+        "study stopped",
+        spec=spec.name,
+        generation=spec.generation(),
+        completed=outcome.completed,
+        failed=outcome.failed,
+        reused=outcome.reused,
+        interrupted=outcome.interrupted,
+        exhausted=outcome.exhausted,
+        best=outcome.best.id if outcome.best else None,
+    )
     records = store.experiments()
     write_best(spec, store, records)
     if outcome.interrupted:

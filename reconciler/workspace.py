@@ -149,8 +149,17 @@ class Workspace:
                 return False
             # lock files (Optuna's journal lock) and temp files of atomic writes come and go
             # while studies run: never stage them
-            git(["add", "-A", "--", "results", ":(exclude,glob)results/**/*.lock",
-                 ":(exclude,glob)results/**/*.tmp"], self.clone_dir)
+            git(
+                [
+                    "add",
+                    "-A",
+                    "--",
+                    "results",
+                    ":(exclude,glob)results/**/*.lock",
+                    ":(exclude,glob)results/**/*.tmp",
+                ],
+                self.clone_dir,
+            )
             staged = subprocess.run(
                 ["git", "diff", "--cached", "--quiet"], cwd=self.clone_dir, env=git_env(), timeout=60
             ).returncode

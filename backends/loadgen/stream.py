@@ -179,7 +179,13 @@ async def stream_request(
         stale = isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
         if not started and stale_retries > 0 and stale:
             await stream_request(
-                session, url, body, rec, chat=chat, stamp=stamp, server_timestamps=server_timestamps,
+                session,
+                url,
+                body,
+                rec,
+                chat=chat,
+                stamp=stamp,
+                server_timestamps=server_timestamps,
                 stale_retries=stale_retries - 1,
             )
             return

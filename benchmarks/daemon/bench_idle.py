@@ -112,7 +112,10 @@ def main() -> int:
     env = {**os.environ, "AUTOTUNER_INTERVAL": "5"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "daemon", "--repo", str(remote), "--state-dir", str(state)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=work,
     )
     try:
         time.sleep(10)  # start-up and first pass
@@ -129,8 +132,11 @@ def main() -> int:
     result = {
         "specs": args.specs,
         "first_pass_s (runs every study once)": round(first_s, 1),
-        "noop_pass_s": {"median": round(statistics.median(times), 3), "max": round(max(times), 3),
-                        "runs": len(times)},
+        "noop_pass_s": {
+            "median": round(statistics.median(times), 3),
+            "max": round(max(times), 3),
+            "runs": len(times),
+        },
         "daemon_idle": {
             "poll_interval_s": 5,
             "seconds": round(elapsed, 1),

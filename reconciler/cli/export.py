@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     if args.output:
-        print(f"{len(table)} experiment(s) from {len(data)} spec(s) written to {args.output}",
-              file=sys.stderr)
+        print(
+            f"{len(table)} experiment(s) from {len(data)} spec(s) written to {args.output}", file=sys.stderr
+        )
     return 0

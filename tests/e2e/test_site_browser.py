@@ -288,7 +288,9 @@ def run_demo(out: Path) -> Path:
 
     proc = subprocess.run(
         [sys.executable, "-m", "reconciler", "demo", "--out", str(out), "-q"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     return out / "site"

@@ -24,8 +24,20 @@ def sim(*flags: str) -> Iterator[str]:
     # time-scale 2 keeps a simulated decode step (~7 ms) several ms long in real time, well above
     # the event loops' scheduling jitter on a busy 2-core machine; at 20x a step lasts ~0.3 ms and
     # token timing is dominated by jitter
-    argv = [sys.executable, "-m", "backends.sim", "--model", "llama-3-8b", "--port", "0",
-            "--time-scale", "2", "--startup-seconds", "0", *flags]
+    argv = [
+        sys.executable,
+        "-m",
+        "backends.sim",
+        "--model",
+        "llama-3-8b",
+        "--port",
+        "0",
+        "--time-scale",
+        "2",
+        "--startup-seconds",
+        "0",
+        *flags,
+    ]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         try:
             url = ""

@@ -244,8 +244,19 @@ def test_results_branch_and_placement(repo: Repo) -> None:
     repo.put_spec("eps", spec)
     spec_head = repo.remote_head()
     # a host whose labels do not match leaves the spec alone
-    other = autotuner("reconcile", "--repo", str(repo.remote), "--state-dir", str(repo.root / "other"),
-                      "--labels", "gpu=a100", "--results-branch", "results", "-q", cwd=repo.root)
+    other = autotuner(
+        "reconcile",
+        "--repo",
+        str(repo.remote),
+        "--state-dir",
+        str(repo.root / "other"),
+        "--labels",
+        "gpu=a100",
+        "--results-branch",
+        "results",
+        "-q",
+        cwd=repo.root,
+    )
     assert "eps: skipped" in other.stderr
     assert git(["branch", "--list", "results"], repo.remote).strip() == ""
     # the matching host runs it and pushes results to their own branch; the spec branch is untouched
