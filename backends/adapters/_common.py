@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from backends.jsontypes import json_type_name
 from specs.errors import UserError
 from specs.metrics import ALL_METRICS
 
@@ -110,15 +111,4 @@ def check_gpus(gpus: int | None) -> None:
         raise AdapterError(f"gpus must be a whole number >= 1, got {gpus!r}")
 
 
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+type_name = json_type_name

@@ -16,6 +16,7 @@ the autotuner owns, and what their model block cannot express.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -59,7 +60,7 @@ def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class TableEngine:
+class TableEngine(abc.ABC):
     """Base of the engine mappings; see the module docstring."""
 
     name: str
@@ -82,18 +83,18 @@ class TableEngine:
 
     # ----------------------------------------------------------------------------------------- hooks
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
         """The executable and its subcommand on the host (``["vllm", "serve"]``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def container_command(self) -> list[str]:
         """What precedes the arguments after ``docker run IMAGE``: empty where the image's
         entrypoint is the server."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def model_argv(self, spec: TuningSpec) -> list[str]:
         """Model, tokenizer, revision and served name, as this engine takes them."""
-        raise NotImplementedError
 
     def reserved(self) -> dict[str, str]:
         """Flags the autotuner sets itself → what to write instead."""

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.jsontypes import json_type_name
 from backends.workloads.errors import DatasetError
 from backends.workloads.model import count_words
 from specs.suggest import did_you_mean
@@ -106,7 +107,7 @@ def _parse_jsonl(text: str, label: str, prompt_field: str, output_field: str | N
     for number, value in _json_lines(text, label):
         where = f"line {number}"
         if not isinstance(value, dict):
-            raise DatasetError(f"{label}: {where}: expected a JSON object, got {_json_type(value)}")
+            raise DatasetError(f"{label}: {where}: expected a JSON object, got {json_type_name(value)}")
         prompt = _prompt_of(value, prompt_field, label, where)
         output = _output_of(value, output_field, label, where)
         out.rows.append(Row(prompt, output, where))
@@ -171,7 +172,7 @@ def _parse_sharegpt(text: str, label: str, prompt_field: str, output_field: str 
     out = ParsedRows()
     for where, entry in entries:
         if not isinstance(entry, dict):
-            raise DatasetError(f"{label}: {where}: expected a JSON object, got {_json_type(entry)}")
+            raise DatasetError(f"{label}: {where}: expected a JSON object, got {json_type_name(entry)}")
         turns = entry.get(key)
         if turns is None:
             fields = ", ".join(repr(k) for k in entry) or "none"
@@ -180,7 +181,9 @@ def _parse_sharegpt(text: str, label: str, prompt_field: str, output_field: str 
                 f"{did_you_mean(key, [str(k) for k in entry])}"
             )
         if not isinstance(turns, list):
-            raise DatasetError(f"{label}: {where}: {key!r} must be a list of turns, got {_json_type(turns)}")
+            raise DatasetError(
+                f"{label}: {where}: {key!r} must be a list of turns, got {json_type_name(turns)}"
+            )
         row = _conversation(turns, label, where)
         if isinstance(row, str):
             out.skipped[row] += 1
@@ -196,7 +199,7 @@ def _conversation(turns: list[Any], label: str, where: str) -> tuple[str, int | 
     parsed: list[tuple[str, str]] = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise DatasetError(f"{label}: {where}: turn {i} must be an object, got {_json_type(turn)}")
+            raise DatasetError(f"{label}: {where}: turn {i} must be an object, got {json_type_name(turn)}")
         role = turn.get("from", turn.get("role"))
         value = turn.get("value", turn.get("content"))
         if not isinstance(role, str) or not isinstance(value, str):
@@ -228,7 +231,9 @@ def _prompt_of(row: dict[str, Any], name: str, label: str, where: str) -> str:
         )
     value = row[name]
     if not isinstance(value, str):
-        raise DatasetError(f"{label}: {where}: prompt field {name!r} is {_json_type(value)}, not a string")
+        raise DatasetError(
+            f"{label}: {where}: prompt field {name!r} is {json_type_name(value)}, not a string"
+        )
     if not value.strip():
         raise DatasetError(f"{label}: {where}: prompt field {name!r} is empty")
     return value
@@ -256,17 +261,3 @@ def _output_of(row: dict[str, Any], name: str | None, label: str, where: str) ->
             f"{label}: {where}: output field {name!r} must be a whole number of tokens >= 1, got {value!r}"
         )
     return number
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
