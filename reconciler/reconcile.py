@@ -29,7 +29,7 @@ from reconciler.checking import check_loaded
 from reconciler.git import GitError
 from reconciler.logs import log_event
 from reconciler.results import ResultsStore
-from reconciler.runspec import RunContext, run_spec
+from reconciler.runspec import RunContext, run_spec, write_status
 from reconciler.session import Session
 from reconciler.status import build_status
 from reconciler.workspace import Workspace
@@ -241,8 +241,6 @@ class Reconciler:
             return "running"
         if spec.spec.suspend:
             ctx = self._context(entry, revision)
-            from reconciler.runspec import write_status
-
             store.ensure()
             if write_status(spec, store, ctx, "suspended", "spec.suspend is true: no new experiments"):
                 self.changed(f"{entry.name}: suspended")

@@ -233,6 +233,9 @@ class Study:
                 study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=False)
 
     def _tell(self, study: optuna.Study, number: int, rec: ExperimentRecord) -> None:
+        # Constraints must be set on the trial before it is told; for a trial known only by its
+        # number (recovered after a crash, or answered from a record) Optuna has no public way
+        # to get a Trial handle, hence its storage and study id.
         if rec.state == "COMPLETE" and rec.objectives and all(o.value is not None for o in rec.objectives):
             trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
             handle = optuna.Trial(study, trial_id)
@@ -360,7 +363,8 @@ class Study:
         for r in all_records:  # every generation: identical configurations are reused
             if _reusable(r):
                 measured.setdefault(r.config_hash, r)
-        gen_hashes = {r.config_hash for r in records}
+        # this generation's records by configuration: a resampled configuration is answered from here
+        gen_by_hash = {r.config_hash: r for r in records}
         budget = self.search.max_experiments
         done = len([r for r in records if r.state in ("COMPLETE", "FAILED")])
         failed = len([r for r in records if r.state == "FAILED"])
@@ -390,7 +394,7 @@ class Study:
                 failed += written.state == "FAILED"
             if _reusable(written):
                 measured.setdefault(written.config_hash, written)
-            gen_hashes.add(written.config_hash)
+            gen_by_hash.setdefault(written.config_hash, written)
             self.on_record(written)
             self.progress("finished", {"record": written, "done": done, "budget": budget})
 
@@ -422,9 +426,9 @@ class Study:
                     trial, config, baseline = cand
                     flags = self.engine_flags_of(config)
                     chash = config_hash(self.spec, flags, self.fingerprint)
-                    if chash in gen_hashes or any(h == chash for _, _, h, _ in inflight.values()):
+                    if chash in gen_by_hash or any(h == chash for _, _, h, _ in inflight.values()):
                         # measured already in this generation: tell the sampler, do not count
-                        prior = next((r for r in self._records() if r.config_hash == chash), None)
+                        prior = gen_by_hash.get(chash)
                         if trial is not None:
                             if prior is not None:
                                 self._tell(study, trial, prior)
