@@ -49,7 +49,6 @@ class ResultsStore:
         self.journal = self.dir / "study.journal"
         self.status_path = self.dir / "status.json"
         self.best_dir = self.dir / "best"
-        self.logs_dir = self.dir / "logs"
         self._lock = threading.Lock()
 
     def ensure(self) -> None:
