@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     name = next(iter(report.actions), "")
     if report.actions and all(a == "done" for a in report.actions.values()) and not report.committed:
-        print(f"nothing to do: the demo study in {out} is complete (remove that folder to start over)",
-              file=sys.stderr)
+        print(
+            f"nothing to do: the demo study in {out} is complete (remove that folder to start over)",
+            file=sys.stderr,
+        )
     print(f"\ndone in {elapsed:.0f}s", file=sys.stderr)
     print(f"  results (committed and pushed): {user / 'results' / name}  (git -C {user} log --oneline)")
     print(f"  best configuration:             {user / 'results' / name / 'best' / 'command.sh'}")
