@@ -82,8 +82,8 @@ def records(results: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("[0-9]*.json"))]
 
 
-def engine_pids(marker: str) -> list[int]:
-    """Live processes whose command line contains ``marker`` (e.g. the results path)."""
+def engine_pids(marker: str, engine: str = "backends.sim") -> list[int]:
+    """Live ``engine`` processes whose command line contains ``marker`` (e.g. the results path)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -93,7 +93,7 @@ def engine_pids(marker: str) -> list[int]:
             stat = (proc / "stat").read_text()
         except OSError:
             continue
-        if marker in cmd and "backends.sim" in cmd and ") Z " not in stat:
+        if marker in cmd and engine in cmd and ") Z " not in stat:
             pids.append(int(proc.name))
     return pids
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from backends.deploy.procs import free_port
-from tests.e2e.helpers import autotuner, records
+from tests.e2e.helpers import autotuner, engine_pids, records
 
 pytestmark = [
     pytest.mark.slow,
@@ -96,18 +96,7 @@ def _get_json(url: str, body: dict[str, Any] | None = None, timeout: float = 10.
 
 def _llama_servers(marker: str) -> list[int]:
     """Live llama-cpp-python servers whose command line contains ``marker``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        if "llama_cpp.server" in cmd and marker in cmd and ") Z " not in stat:
-            pids.append(int(proc.name))
-    return pids
+    return engine_pids(marker, engine="llama_cpp.server")
 
 
 def test_threads_are_measured_for_real_and_the_best_command_starts_again(specs_dir: Path) -> None:
