@@ -88,8 +88,10 @@ def write_status(
     phase: Phase,
     message: str,
     reason: str | None = None,
+    records: list[ExperimentRecord] | None = None,
 ) -> bool:
-    records = store.experiments()
+    if records is None:
+        records = store.experiments()
     status = build_status(
         name=spec.name,
         phase=phase,
@@ -165,7 +167,7 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         with lock:
             records = store.experiments()
             write_best(spec, store, records)
-            write_status(spec, store, ctx, "running", progress_message(spec, records))
+            write_status(spec, store, ctx, "running", progress_message(spec, records), records=records)
         _changed(ctx, spec.name, record)
 
     workload_info: dict[str, Any] = workload.to_record()
@@ -218,7 +220,7 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         message = f"{progress_message(spec, records)}" + (
             ", search space exhausted" if outcome.exhausted else ""
         )
-    if write_status(spec, store, ctx, phase, message):
+    if write_status(spec, store, ctx, phase, message, records=records):
         _changed(ctx, spec.name)
     return outcome
 

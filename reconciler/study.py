@@ -149,6 +149,15 @@ def make_sampler(spec: TuningSpec) -> optuna.samplers.BaseSampler:
     return BoTorchSampler(seed=seed)  # pragma: no cover - needs torch
 
 
+def _requeue(study: optuna.Study, number: int, params: dict[str, Any] | None = None) -> None:
+    """An experiment that did not finish (crash, shutdown) is failed in Optuna — nothing is known
+    about it — and its parameters are queued to run first next time."""
+    if params is None:
+        params = study.get_trials(deepcopy=False)[number].params
+    study.tell(number, state=TrialState.FAIL)
+    study.enqueue_trial(params, user_attrs={"requeued_from": number}, skip_if_exists=False)
+
+
 def suggest(trial: optuna.Trial, spec: TuningSpec) -> Config:
     config: Config = {}
     for axis in axes(spec):
@@ -229,8 +238,7 @@ class Study:
                 self._tell(study, t.number, rec)
             else:
                 log.info("trial %d was in flight when the last run stopped; re-queuing it", t.number)
-                study.tell(t.number, state=TrialState.FAIL)
-                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=False)
+                _requeue(study, t.number, t.params)
 
     def _tell(self, study: optuna.Study, number: int, rec: ExperimentRecord) -> None:
         # Constraints must be set on the trial before it is told; for a trial known only by its
@@ -465,10 +473,7 @@ class Study:
                     m = fut.result()
                     if m.interrupted:
                         if trial is not None:
-                            study.tell(trial, state=TrialState.FAIL)
-                            study.enqueue_trial(
-                                study.trials[trial].params, user_attrs={"requeued_from": trial}
-                            )
+                            _requeue(study, trial)
                         continue
                     finish(self._record(config, m, trial=trial, baseline=baseline, chash=chash), trial)
         finally:
@@ -479,8 +484,7 @@ class Study:
                 m = fut.result()  # the executor tears its engine down when cancelled
                 if m.interrupted or self.stop.is_set():
                     if trial is not None:
-                        study.tell(trial, state=TrialState.FAIL)
-                        study.enqueue_trial(study.trials[trial].params, user_attrs={"requeued_from": trial})
+                        _requeue(study, trial)
                     continue
                 finish(self._record(config, m, trial=trial, baseline=baseline, chash=chash), trial)
             pool.shutdown(wait=True)
