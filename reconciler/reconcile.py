@@ -12,6 +12,7 @@ write under ``results/`` goes through one commit-back writer, so there is a sing
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -114,6 +115,7 @@ class Reconciler:
         self.max_parallel = max_parallel
         self.progress_factory = progress_factory
         self.running: dict[str, Running] = {}
+        self._checked: dict[tuple[str, bytes], LoadedSpec | SpecError] = {}
         self.backoff: dict[str, Backoff] = {}
         self.revision: str | None = None
         self._dirty = threading.Event()
@@ -126,10 +128,11 @@ class Reconciler:
         files = self.ws.spec_files(revision)
         entries: list[SpecEntry] = []
         seen: dict[str, str] = {}
+        cache: dict[tuple[str, bytes], LoadedSpec | SpecError] = {}
         for path in sorted(files):
             text = files[path]
             try:
-                loaded = check_loaded(load_spec_text(text, path))
+                loaded = self._check(path, text, cache)
                 name = loaded.name
                 if name in seen:
                     problem = loaded.problem(
@@ -141,7 +144,25 @@ class Reconciler:
                 entries.append(SpecEntry(path, name, loaded, [], text))
             except SpecError as exc:
                 entries.append(SpecEntry(path, fallback_name(path, text), None, exc.problems, text))
+        self._checked = cache
         return entries
+
+    def _check(
+        self, path: str, text: bytes, cache: dict[tuple[str, bytes], LoadedSpec | SpecError]
+    ) -> LoadedSpec:
+        """Validate a spec file, reusing the last pass's answer for an unchanged file: most passes
+        see no change, and the engine checks enumerate each search space."""
+        key = (path, hashlib.sha256(text).digest())
+        result = self._checked.get(key)
+        if result is None:
+            try:
+                result = check_loaded(load_spec_text(text, path))
+            except SpecError as exc:
+                result = exc
+        cache[key] = result
+        if isinstance(result, SpecError):
+            raise result
+        return result
 
     def _may_claim(self, entry: SpecEntry) -> bool:
         """An invalid spec's placement cannot be trusted; with several labelled hosts, only a host
