@@ -1,4 +1,4 @@
-"""The results folder of one spec (ARCHITECTURE.md section 4), and the only code that writes it.
+"""The results folder of one spec (docs/architecture.md section 4), and the only code that writes it.
 
 ``experiments/NNNN.json`` files are written once, atomically, and never rewritten; ids are given
 in completion order under a lock. ``status.json`` and ``best/`` are rewritten only when their

@@ -1,4 +1,4 @@
-"""Reading a results folder (ARCHITECTURE.md section 4) into plain data for the analyses.
+"""Reading a results folder (docs/architecture.md section 4) into plain data for the analyses.
 
 The report is rebuilt from ``results/`` alone, so it must survive whatever it finds there: a
 spec folder without ``status.json`` yet (its first experiment is still running), a record from a

@@ -1,4 +1,4 @@
-"""The one metric vocabulary (ARCHITECTURE.md section 5).
+"""The one metric vocabulary (docs/architecture.md section 5).
 
 Whatever measured a load point — our load generator, genai-bench, ``vllm bench serve`` — its
 numbers are stored under these names, so SLOs and objectives can name them and the report can

@@ -1,4 +1,4 @@
-"""The JSON files the tool writes under ``results/<name>/`` (ARCHITECTURE.md section 4).
+"""The JSON files the tool writes under ``results/<name>/`` (docs/architecture.md section 4).
 
 They live in ``specs`` because both the reconciler (which writes them) and the report (which
 reads them, and may import only ``specs``) need the same schema. Readers ignore unknown fields,
@@ -25,7 +25,43 @@ FailureKind = Literal[
     "not_measured",
     "interrupted",
     "backend_error",
+    # environment failures: the host, not the configuration (never cached, retried with backoff)
+    "executable_missing",
+    "image_unavailable",
+    "model_missing",
+    "gpus_unavailable",
+    "unschedulable",
+    "environment",
 ]
+
+#: Failure kinds that say something about the *configuration* (the engine refused or crashed on
+#: these flags): cached like a measurement and learned by the search.
+CONFIGURATION_FAILURES: frozenset[str] = frozenset({"startup_crash", "oom", "invalid_config", "crashed"})
+
+#: Failure kinds that say something about the *environment* (missing binary or image, missing
+#: model, too few GPUs, cannot be scheduled, port/disk/daemon trouble): never cached, retried with
+#: backoff and shown as a condition, so that fixing the host re-measures the configuration.
+ENVIRONMENT_FAILURES: frozenset[str] = frozenset(
+    {
+        "executable_missing",
+        "image_unavailable",
+        "model_missing",
+        "gpus_unavailable",
+        "unschedulable",
+        "environment",
+        "backend_error",
+    }
+)
+
+
+def failure_side(kind: str) -> Literal["configuration", "environment", "transient"]:
+    """Which side of the taxonomy a failure kind is on; ``transient`` kinds (timeouts, benchmark
+    errors, interruptions) are neither cached nor a condition: they are simply tried again."""
+    if kind in CONFIGURATION_FAILURES:
+        return "configuration"
+    if kind in ENVIRONMENT_FAILURES:
+        return "environment"
+    return "transient"
 
 
 class _Record(BaseModel):

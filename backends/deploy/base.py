@@ -56,7 +56,21 @@ __all__ = [
     "secret_values",
 ]
 
-FailureKind = Literal["startup_crash", "oom", "readiness_timeout", "crashed", "benchmark_errors", "timeout"]
+FailureKind = Literal[
+    "startup_crash",
+    "oom",
+    "readiness_timeout",
+    "crashed",
+    "benchmark_errors",
+    "timeout",
+    # environment failures (see specs.records.ENVIRONMENT_FAILURES): the host, not the flags
+    "executable_missing",
+    "image_unavailable",
+    "model_missing",
+    "gpus_unavailable",
+    "unschedulable",
+    "environment",
+]
 
 #: Substrings (case-insensitive) that mean "this configuration does not fit in memory", taken from
 #: the engines' own messages: PyTorch (``torch.OutOfMemoryError: CUDA out of memory``), vLLM
@@ -90,6 +104,16 @@ _HINTS: dict[FailureKind, str] = {
     "crashed": "the engine died after it was ready; the log tail above shows why",
     "benchmark_errors": "the engine answered with errors under load; see the log tail and the error counts",
     "timeout": "the experiment ran past its time limit (spec.search.experimentTimeout)",
+    "executable_missing": "the engine's executable is not installed on this host; install it (the "
+    "experiment is retried, not cached)",
+    "image_unavailable": "the container image is neither present nor pullable; pull or build it on the "
+    "host, or fix spec.engine.image (the experiment is retried, not cached)",
+    "model_missing": "the model could not be found; check spec.model.id and the model cache",
+    "gpus_unavailable": "this host has too few usable GPUs for the configuration; add GPUs or lower "
+    "the parallel settings",
+    "unschedulable": "the cluster could not place the experiment; check GPU capacity, node selectors "
+    "and tolerations",
+    "environment": "the host or the container engine is not usable right now; see the message",
 }
 
 # DNS-1123 label: the strictest of the three backends' naming rules (a Kubernetes pod name), so a

@@ -1,5 +1,5 @@
 """The built-in load generator: streams requests at an OpenAI-compatible server and turns what it
-saw into the metric vocabulary of ARCHITECTURE.md section 5.
+saw into the metric vocabulary of docs/architecture.md section 5.
 
 Layers, each testable alone: :mod:`.stream` (one request, the hot path), :mod:`.runner` (closed
 and open loop at one level), :mod:`.aggregate` (pure formulas on :class:`RequestRecord`s),

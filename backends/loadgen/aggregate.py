@@ -1,4 +1,4 @@
-"""Request records in, one load point's metrics out (ARCHITECTURE.md section 5), as a pure function.
+"""Request records in, one load point's metrics out (docs/architecture.md section 5), as a pure function.
 
 Every formula of the metric vocabulary lives here and nowhere else, so it can be tested on
 hand-built records and the load generator's network code never computes a metric.

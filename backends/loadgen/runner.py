@@ -335,7 +335,7 @@ async def run_load_point(
     max_duration_s: float | None = None,
     progress: Progress | None = None,
 ) -> LoadPointResult:
-    """Measure one load level and return its metrics (ARCHITECTURE.md section 5).
+    """Measure one load level and return its metrics (docs/architecture.md section 5).
 
     ``request_rate`` given means open loop (``math.inf`` = all at once), optionally capped by
     ``concurrency``; otherwise closed loop at ``concurrency``.

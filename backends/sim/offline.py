@@ -55,7 +55,7 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 @dataclass
 class OfflineResult:
-    """Metrics of a simulated run, in the units of ARCHITECTURE.md section 5 (simulated seconds)."""
+    """Metrics of a simulated run, in the units of docs/architecture.md section 5 (simulated seconds)."""
 
     requests: list[SimRequest]
     duration_s: float

@@ -1,4 +1,4 @@
-"""``autotuner`` command line (ARCHITECTURE.md section 2).
+"""``autotuner`` command line (docs/architecture.md section 2).
 
 Each subcommand is a module of this package with ``add_parser(subparsers)`` and
 ``run(args) -> int``; this file only wires them. Subcommand modules import their heavy

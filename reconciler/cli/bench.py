@@ -3,7 +3,7 @@
 Meant to be useful on its own, like ``vllm bench serve`` or genai-bench: load levels by
 concurrency (closed loop) or request rate (open loop), synthetic or file prompts, SLOs that drive
 goodput, a capacity search, and output in exactly the metric names the daemon stores
-(ARCHITECTURE.md section 5). ``--import`` converts another tool's results into the same output,
+(docs/architecture.md section 5). ``--import`` converts another tool's results into the same output,
 so the two can be compared line by line.
 
 User mistakes (bad URL, unreachable server, bad SLO syntax, unreadable dataset) end with exit 1

@@ -1,4 +1,4 @@
-"""Every metric formula of ARCHITECTURE.md section 5, on hand-built request records.
+"""Every metric formula of docs/architecture.md section 5, on hand-built request records.
 
 Expected values are worked out by hand in the comments from the definitions, not copied from
 the implementation's output.
