@@ -33,6 +33,7 @@ from reports.values import (
     config_text,
     fmt,
     label,
+    load_words,
     name,
     number,
     objectives_of,
@@ -275,13 +276,7 @@ def _summary_point(r: ExperimentRecord) -> Any:
 
 def _load_words(r: ExperimentRecord) -> str:
     point = _summary_point(r)
-    if point is None:
-        return ""
-    return (
-        f"{number(point.load_value)} req/s"
-        if point.load_kind == "request_rate"
-        else f"concurrency {number(point.load_value)}"
-    )
+    return "" if point is None else load_words(point.load_kind, point.load_value)
 
 
 def recommendation_view(spec: SpecResults, rec: Recommendation) -> dict[str, Any]:

@@ -198,3 +198,10 @@ def config_text(config: dict[str, Any], *, empty: str = "engine defaults") -> st
     if not config:
         return empty
     return ", ".join(f"{k}={param_value(v)}" for k, v in config.items())
+
+
+def load_words(kind: str, v: float | None) -> str:
+    """A load level in words: ``concurrency 8`` or ``2.5 req/s``."""
+    if v is None:
+        return "no load level"
+    return f"{number(v)} req/s" if kind == "request_rate" else f"concurrency {number(v)}"
