@@ -30,8 +30,6 @@ from reconciler.leases import GpuLeaser
 from tests.contract.backend_contract import http_status, standin_plan, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-SIM_AVAILABLE = (REPO / "backends" / "sim" / "__main__.py").exists()
-
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="process groups, /proc, pdeathsig"
 )
@@ -406,7 +404,6 @@ def sim_plan(*flags: str) -> LaunchPlan:
     return LaunchPlan(argv=argv, env={}, gpus=0, world_size=1, port=port, simulated=True)
 
 
-@pytest.mark.skipif(not SIM_AVAILABLE, reason="backends/sim/__main__.py is not written yet")
 def test_the_sim_engine_deploys_serves_and_stops(backend: LocalBackend, tmp_path: Path) -> None:
     dep = backend.deploy(
         sim_plan("--startup-seconds", "0.5"), name="sim", gpu_ids=[], log_path=tmp_path / "sim.log", labels={}
@@ -420,7 +417,6 @@ def test_the_sim_engine_deploys_serves_and_stops(backend: LocalBackend, tmp_path
     assert http_status(dep.base_url + "/health", timeout=1.0) is None
 
 
-@pytest.mark.skipif(not SIM_AVAILABLE, reason="backends/sim/__main__.py is not written yet")
 def test_the_sim_engines_start_up_crash_is_classified(backend: LocalBackend, tmp_path: Path) -> None:
     dep = backend.deploy(
         sim_plan("--fault", "crash-at-start"),

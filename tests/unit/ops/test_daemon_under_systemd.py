@@ -60,16 +60,6 @@ def notify_socket() -> Iterator[tuple[socket.socket, str]]:
             sock.close()
 
 
-def _daemon_available() -> bool:
-    try:
-        import reconciler.cli.daemon
-        import reconciler.daemon  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _daemon_available(), reason="the daemon command is not in this checkout")
 def test_daemon_speaks_the_notify_protocol(
     specs_repo: Path, notify_socket: tuple[socket.socket, str], tmp_path: Path
 ) -> None:
