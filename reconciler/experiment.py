@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from backends.deploy.base import DeployBackend, DeployCancelled, EngineFailure
+from backends.deploy.leases import GpuLeaser, InsufficientGpusError
 from backends.deploy.procs import free_port
 from backends.engines import get_engine
 from backends.faults import crash_point
 from backends.loadgen import TargetConfig, find_capacity, run_load_point, run_sync
 from backends.measure import LoadPointResult
 from backends.workloads import Workload
-from reconciler.leases import GpuLeaser, InsufficientGpusError
-from reconciler.study import Measurement, now
+from core.clock import now
+from reconciler.study import Measurement
 from specs.model import TuningSpec
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord
 from specs.space import Config

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from backends.deploy.base import DeployBackend
+from backends.deploy.leases import GpuLeaser
 from backends.engines import get_engine
 from backends.workloads import build_workload
 from reconciler.artifacts import render
 from reconciler.experiment import ExperimentRunner
-from reconciler.leases import GpuLeaser
 from reconciler.logs import log_event
 from reconciler.results import ResultsStore
 from reconciler.status import Phase, build_status

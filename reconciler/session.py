@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backends.deploy.base import DeployBackend
 from backends.deploy.gpus import GpuInfo, discover_gpus
-from reconciler.leases import GpuLeaser
+from backends.deploy.leases import GpuLeaser
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, make_backend, run_spec, write_status
 from reconciler.study import Progress, StudyOutcome

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from core.clock import now
 from reconciler import __version__
-from reconciler.study import now
 from specs.errors import SpecProblem
 from specs.model import TuningSpec
 from specs.ranking import best, pareto_front

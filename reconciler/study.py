@@ -29,7 +29,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import optuna
@@ -38,6 +37,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from backends.faults import crash_point
+from core.clock import now
 from reconciler import __version__
 from reconciler.results import ResultsStore
 from specs.errors import MissingExtraError
@@ -52,10 +52,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 #: consecutive samples that were duplicates or violated constraints before the space counts as exhausted
 EXHAUSTED_AFTER = 60
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass

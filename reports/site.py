@@ -37,7 +37,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
@@ -47,6 +46,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from core.clock import utc_now
 from reports import importance
 from reports.render import (
     TEMPLATES,
@@ -418,7 +418,7 @@ class _Build:
         self.fp = fingerprint(title)
         self.full = self.manifest.get("fingerprint") != self.fp
         self.hashes = _FileHashes(self.manifest.get("files", {}), self.started_ns)
-        self.built_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        self.built_at = utc_now().strftime("%Y-%m-%d %H:%M UTC")
 
     def run(self) -> None:
         self.result.assets += _write_assets(self.out, self.writer, self.manifest, self.fp)

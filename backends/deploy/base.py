@@ -302,7 +302,7 @@ class DeployBackend(Protocol):
       ``plan.files`` that leaves the working directory; a name already live in this backend),
       and :class:`~specs.errors.UserError` when a secret named in ``plan.env_from`` is not set
       in the daemon's environment (no experiment can run until the operator sets it).
-    * ``gpu_ids`` come from a lease (``reconciler.leases``); the engine sees exactly those GPUs
+    * ``gpu_ids`` come from a lease (``backends.deploy.leases``); the engine sees exactly those GPUs
       and no others (``CUDA_VISIBLE_DEVICES`` for local and docker; the cluster's device
       plugin assigns ``plan.gpus`` devices on Kubernetes, which has its own scheduler).
     * ``plan.env`` is passed as is; ``plan.env_from`` (engine variable → daemon variable) is

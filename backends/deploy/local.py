@@ -30,7 +30,6 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from backends import atomic
@@ -47,6 +46,7 @@ from backends.deploy.base import (
     secret_values,
 )
 from backends.engines.base import LaunchPlan
+from core.clock import now
 from specs.errors import UserError
 
 __all__ = ["LocalBackend", "LocalDeployment"]
@@ -409,7 +409,7 @@ class LocalDeployment:
 
     def _log_line(self, text: str) -> None:
         """Our own lines in the engine log, marked; never environment values (secrets)."""
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        stamp = now()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(f"[autotuner {stamp}] {redact(text, self._secrets)}\n")

@@ -51,12 +51,12 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from backends import atomic
 from backends.deploy.base import ExitInfo
+from core.clock import now
 
 __all__ = [
     "MARKER_ENV",
@@ -626,7 +626,7 @@ def spawn(
         argv=list(argv),
         labels=dict(labels or {}),
         log_path=str(log_path),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=now(),
     )
     pid_file = pid_file_path(pid_dir, name) if pid_dir is not None else None
     if pid_file is not None:

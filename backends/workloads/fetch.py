@@ -34,12 +34,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from backends.atomic import write_bytes, write_json
 from backends.workloads.errors import DatasetError
+from core.clock import now
 
 log = logging.getLogger(__name__)
 
@@ -216,5 +216,5 @@ def _load_index(cache_dir: Path) -> dict[str, dict[str, Any]]:
 
 def _remember(cache_dir: Path, url: str, digest: str, size: int) -> None:
     urls = _load_index(cache_dir)
-    urls[url] = {"sha256": digest, "size": size, "fetchedAt": datetime.now(UTC).isoformat(timespec="seconds")}
+    urls[url] = {"sha256": digest, "size": size, "fetchedAt": now()}
     write_json(cache_dir / INDEX, {"version": 1, "urls": urls})

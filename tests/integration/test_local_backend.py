@@ -24,9 +24,9 @@ from backends import atomic
 from backends.deploy import procs
 from backends.deploy.base import EngineFailure, ExitInfo
 from backends.deploy.gpus import parse_fake_inventory
+from backends.deploy.leases import GpuLeaser
 from backends.deploy.local import LocalBackend, LocalDeployment
 from backends.engines.base import LaunchPlan
-from reconciler.leases import GpuLeaser
 from tests.contract.backend_contract import http_status, standin_plan, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from backends.deploy.gpus import parse_fake_inventory
-from reconciler.leases import GpuLeaser, InsufficientGpusError
+from backends.deploy.leases import GpuLeaser, InsufficientGpusError
 from tests.contract.backend_contract import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -167,7 +167,7 @@ HOLDER = """
 import sys
 from pathlib import Path
 from backends.deploy.gpus import parse_fake_inventory
-from reconciler.leases import GpuLeaser
+from backends.deploy.leases import GpuLeaser
 lease = GpuLeaser(parse_fake_inventory("2xH100"), lock_dir=Path(sys.argv[1])).acquire(2, timeout=10)
 print(lease.ids, flush=True)
 sys.stdin.read()

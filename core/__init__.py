@@ -1,0 +1,6 @@
+"""The foundation beneath ``specs``, ``backends`` and ``reports``: mechanisms every layer needs
+and none may own, so that there is exactly one of each (layering: ``core`` imports nothing of
+ours; everything else may import it).
+
+- :mod:`core.clock` — the one clock for timestamps written to records and status.
+"""
