@@ -3,4 +3,6 @@ and none may own, so that there is exactly one of each (layering: ``core`` impor
 ours; everything else may import it).
 
 - :mod:`core.clock` — the one clock for timestamps written to records and status.
+- :mod:`core.atomic` — the one atomic writer (durable for results, fast for the site).
+- :mod:`core.faults` — crash points for the crash-safety tests.
 """

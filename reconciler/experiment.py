@@ -24,11 +24,11 @@ from backends.deploy.base import DeployBackend, DeployCancelled, EngineFailure
 from backends.deploy.leases import GpuLeaser, InsufficientGpusError
 from backends.deploy.procs import free_port
 from backends.engines import get_engine
-from backends.faults import crash_point
 from backends.loadgen import TargetConfig, find_capacity, run_load_point, run_sync
 from backends.measure import LoadPointResult
 from backends.workloads import Workload
 from core.clock import now
+from core.faults import crash_point
 from reconciler.study import Measurement
 from specs.model import TuningSpec
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from backends.atomic import TEMP_SUFFIX, write_bytes
+from core.atomic import TEMP_SUFFIX, write_bytes
 from specs.records import ExperimentRecord, StatusRecord
 
 log = logging.getLogger(__name__)

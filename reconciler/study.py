@@ -36,8 +36,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from backends.faults import crash_point
 from core.clock import now
+from core.faults import crash_point
 from reconciler import __version__
 from reconciler.results import ResultsStore
 from specs.errors import MissingExtraError

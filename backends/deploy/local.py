@@ -32,7 +32,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from backends import atomic
 from backends.deploy import procs
 from backends.deploy.base import (
     DeployCancelled,
@@ -46,6 +45,7 @@ from backends.deploy.base import (
     secret_values,
 )
 from backends.engines.base import LaunchPlan
+from core import atomic
 from core.clock import now
 from specs.errors import UserError
 

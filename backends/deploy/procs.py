@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from backends import atomic
 from backends.deploy.base import ExitInfo
+from core import atomic
 from core.clock import now
 
 __all__ = [

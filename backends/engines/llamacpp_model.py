@@ -24,7 +24,7 @@ Design decisions:
   order, no timestamps: the same arguments give the same bytes (and so the same fingerprint in
   records). F32 tensors, so nothing depends on a quantizer's version.
 * **Atomic.** The file is assembled in a temporary directory and moved into place with
-  :func:`backends.atomic.write_bytes`, so a reader (the demo's git commit, a running server)
+  :func:`core.atomic.write_bytes`, so a reader (the demo's git commit, a running server)
   never sees half a model.
 
 ``gguf`` and ``numpy`` are imported lazily: they come with the ``llamacpp`` extra, and importing
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backends import atomic
+from core import atomic
 from specs.errors import MissingExtraError
 
 if TYPE_CHECKING:

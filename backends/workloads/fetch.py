@@ -11,7 +11,7 @@ own name on every use (a corrupted blob is fetched again instead of measured). T
 to the digest it served last, so the second build of a spec does not touch the network.
 
 The download goes to an unnamed temporary file (gone by itself if the process dies) and is hashed
-before anything is stored; blob and index are then written with :mod:`backends.atomic` (temp file,
+before anything is stored; blob and index are then written with :mod:`core.atomic` (temp file,
 fsync, rename, fsync the folder). Two processes updating the index at once lose at most one entry
 (last writer wins), which costs one extra fetch, never a wrong file.
 
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from backends.atomic import write_bytes, write_json
 from backends.workloads.errors import DatasetError
+from core.atomic import write_bytes, write_json
 from core.clock import now
 
 log = logging.getLogger(__name__)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from backends import atomic
 from backends.deploy import procs
 from backends.deploy.base import EngineFailure, ExitInfo
 from backends.deploy.gpus import parse_fake_inventory
 from backends.deploy.leases import GpuLeaser
 from backends.deploy.local import LocalBackend, LocalDeployment
 from backends.engines.base import LaunchPlan
+from core import atomic
 from tests.contract.backend_contract import http_status, standin_plan, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

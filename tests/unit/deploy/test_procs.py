@@ -6,9 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from backends import atomic
 from backends.deploy import procs
 from backends.deploy.local import rewrite_port
+from core import atomic
 
 
 def test_identity_of_this_process_and_a_recycled_pid() -> None:

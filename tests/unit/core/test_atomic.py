@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backends import atomic
+from core import atomic
 
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -60,3 +60,18 @@ def test_mode_is_applied(tmp_path: Path) -> None:
     atomic.write_text(target, "secret", mode=0o600)
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     assert target.read_text() == "secret"
+
+
+def test_fast_mode_still_replaces_atomically_and_skips_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "page.html"
+    target.write_text("old")
+    synced: list[int] = []
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(fd))
+    atomic.write_text(target, "new", durable=False)
+    assert target.read_text() == "new"
+    assert synced == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]
+    atomic.write_text(target, "newer")
+    assert len(synced) == 2  # the file, then its folder

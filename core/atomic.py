@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from backends.faults import crash_point
+from core.faults import crash_point
 
 __all__ = ["fsync_dir", "write_bytes", "write_json", "write_text"]
 
@@ -43,11 +43,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: Path | str, data: bytes, *, mode: int = 0o644) -> None:
+def write_bytes(path: Path | str, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically; create missing parent directories.
 
     ``mode`` is applied to the new file (``mkstemp`` creates files readable by the owner only,
-    which would make results unreadable to a web server serving the site).
+    which would make results unreadable to a web server serving the site). ``durable=False``
+    keeps the atomic rename but skips both fsyncs: for files that can always be rebuilt (the
+    site's pages), where ten thousand fsyncs would dominate the work.
     """
     target = Path(path)
     parent = target.parent
@@ -58,8 +60,9 @@ def write_bytes(path: Path | str, data: bytes, *, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         crash_point("atomic_replace")
         os.replace(tmp_name, target)
     except BaseException:
@@ -67,12 +70,15 @@ def write_bytes(path: Path | str, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    fsync_dir(parent)
+    if durable:
+        fsync_dir(parent)
 
 
-def write_text(path: Path | str, text: str, *, encoding: str = "utf-8", mode: int = 0o644) -> None:
+def write_text(
+    path: Path | str, text: str, *, encoding: str = "utf-8", mode: int = 0o644, durable: bool = True
+) -> None:
     """Replace ``path`` with ``text`` atomically (see :func:`write_bytes`)."""
-    write_bytes(path, text.encode(encoding), mode=mode)
+    write_bytes(path, text.encode(encoding), mode=mode, durable=durable)
 
 
 def write_json(
