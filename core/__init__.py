@@ -5,4 +5,5 @@ ours; everything else may import it).
 - :mod:`core.clock` — the one clock for timestamps written to records and status.
 - :mod:`core.atomic` — the one atomic writer (durable for results, fast for the site).
 - :mod:`core.faults` — crash points for the crash-safety tests.
+- :mod:`core.redact` — what counts as a secret, and the one masker of logs, tails and messages.
 """

@@ -9,19 +9,14 @@ log: URLs are shown with their userinfo masked).
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.redact import mask_urls
 from specs.errors import TransientError
 
-_USERINFO = re.compile(r"(https?://)[^/@\s]+@")
-
-
-def mask(text: str) -> str:
-    """Hide credentials in URLs (``https://user:token@host`` → ``https://***@host``)."""
-    return _USERINFO.sub(r"\1***@", text)
+mask = mask_urls  # the one masker (core.redact); kept under git's name for its callers
 
 
 class GitError(TransientError):

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
-from backends.deploy.base import secret_values
+from core.redact import Redactor, mask_urls
 
 __all__ = [
     "FIELDS_ATTR",
@@ -73,8 +73,6 @@ _LOGGING_KWARGS = frozenset({"exc_info", "stack_info", "stacklevel", "extra"})
 _BARE_VALUE = re.compile(r"^[^\s\"'=\\]+$")
 #: ``scheme://userinfo@``: the userinfo of any URL is a credential or a user name, and the
 #: host part that follows is all a reader needs
-_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_URL_USERINFO_VALUE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://([^/@\s]+)@")
 
 
 # -- fields -------------------------------------------------------------------------------------
@@ -190,27 +188,7 @@ def bind(logger: logging.Logger | str, **fields: object) -> EventLogger:
 # -- secrets ------------------------------------------------------------------------------------
 
 
-def redact_urls(text: str) -> str:
-    """Hide the userinfo of every URL: ``https://user:token@host/x`` → ``https://***@host/x``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
-
-
-def _url_secrets(environ: Mapping[str, str]) -> list[str]:
-    """Passwords inside URL-valued variables (``AUTOTUNER_REPO=https://u:TOKEN@host/...``).
-
-    Masking the URL covers the URL; the password alone may still turn up in an error message
-    (git quotes it back in some failures), so it is a secret value too. A user name without a
-    password is a secret only when it is long enough to be a token (``https://ghp_...@``).
-    """
-    found: list[str] = []
-    for value in environ.values():
-        for userinfo in _URL_USERINFO_VALUE.findall(value):
-            user, sep, password = userinfo.partition(":")
-            if sep and len(password) >= 4:
-                found.append(password)
-            elif not sep and len(user) >= 16:
-                found.append(user)
-    return found
+redact_urls = mask_urls
 
 
 class SecretFilter(logging.Filter):
@@ -224,19 +202,14 @@ class SecretFilter(logging.Filter):
     def __init__(self, environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> None:
         super().__init__()
         env = os.environ if environ is None else environ
-        self._secrets: list[str] = []
-        self.add(*secret_values(env), *_url_secrets(env), *extra)
+        self._redactor = Redactor.from_env(env, extra)
 
     def add(self, *values: str) -> None:
         """Treat these values as secrets too (values shorter than 4 characters are ignored)."""
-        merged = set(self._secrets) | {v for v in values if len(v) >= 4}
-        # longest first: a secret that contains another must be replaced whole
-        self._secrets = sorted(merged, key=len, reverse=True)
+        self._redactor.add(*values)
 
     def redact(self, text: str) -> str:
-        for value in self._secrets:
-            text = text.replace(value, "***")
-        return redact_urls(text)
+        return self._redactor.redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

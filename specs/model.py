@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from core.redact import SECRET_HINT
 from specs.durations import Duration
 from specs.metrics import ALL_METRICS, NATURAL_DIRECTION, SLO_METRICS
 from specs.suggest import did_you_mean
@@ -27,7 +28,6 @@ KIND = "TuningSpec"
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_HINT = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.I)
 
 ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "sim")
 EngineName = Literal["vllm", "sglang", "trtllm", "llamacpp", "sim"]

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from backends.engines.base import LaunchPlan
+from core.redact import redact, secret_values
 from specs.errors import AutotunerError
-from specs.model import SECRET_HINT
 
 __all__ = [
     "ADDRESS_IN_USE_PATTERNS",
@@ -205,23 +205,6 @@ def classify_failure(log_text: str, default: FailureKind) -> FailureKind:
 def looks_like_address_in_use(log_text: str) -> bool:
     low = log_text.lower()
     return any(p in low for p in ADDRESS_IN_USE_PATTERNS)
-
-
-def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Values of secret-looking variables (``*TOKEN*``, ``*API_KEY*``...), longest first.
-
-    An engine may echo its environment or a token-bearing URL into its log, and log tails go
-    into records that are committed; these values are blanked out of every tail we hand out.
-    Very short values are skipped: redacting "1" would shred the log and protect nothing.
-    """
-    values = {v for k, v in env.items() if SECRET_HINT.search(k) and len(v) >= 4}
-    return sorted(values, key=len, reverse=True)
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "***")
-    return text
 
 
 def check_name(name: str) -> str:
