@@ -14,13 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.redact import mask_urls
-from specs.errors import TransientError
+from specs.errors import GitError
 
 mask = mask_urls  # the one masker (core.redact); kept under git's name for its callers
-
-
-class GitError(TransientError):
-    pass
 
 
 def git_env() -> dict[str, str]:

@@ -15,12 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from specs.errors import ConstraintError
 from specs.suggest import did_you_mean
-
-
-class ConstraintError(ValueError):
-    pass
-
 
 _BIN: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,

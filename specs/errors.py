@@ -12,6 +12,10 @@ Three kinds, because each is handled differently by the reconciler:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from specs.records import EngineFailureKind
 
 
 class AutotunerError(Exception):
@@ -75,3 +79,111 @@ class SpecError(UserError):
     def __init__(self, problems: list[SpecProblem]) -> None:
         self.problems = sorted(set(problems), key=lambda p: (p.file, p.line or 0, p.path, p.message))
         super().__init__("\n".join(str(p) for p in self.problems) or "invalid spec")
+
+
+# -- engines and backends ----------------------------------------------------------------------
+
+#: the hint each engine failure kind carries unless the backend gives a better one
+FAILURE_HINTS: dict[str, str] = {
+    "oom": "the configuration does not fit in GPU memory: lower the memory fraction, the batch or "
+    "sequence limits, the context length, or use more GPUs (tensor parallel)",
+    "startup_crash": "the engine exited before it was ready; the log tail above shows why (often a "
+    "flag value the engine rejects, or a missing model)",
+    "readiness_timeout": "the engine did not answer its health checks in time; if the model is large or "
+    "must be downloaded first, raise spec.backend.startupTimeout",
+    "crashed": "the engine died after it was ready; the log tail above shows why",
+    "benchmark_errors": "the engine answered with errors under load; see the log tail and the error counts",
+    "timeout": "the experiment ran past its time limit (spec.search.experimentTimeout)",
+    "executable_missing": "the engine's executable is not installed on this host; install it (the "
+    "experiment is retried, not cached)",
+    "image_unavailable": "the container image is neither present nor pullable; pull or build it on the "
+    "host, or fix spec.engine.image (the experiment is retried, not cached)",
+    "model_missing": "the model could not be found; check spec.model.id and the model cache",
+    "gpus_unavailable": "this host has too few usable GPUs for the configuration; add GPUs or lower "
+    "the parallel settings",
+    "unschedulable": "the cluster could not place the experiment; check GPU capacity, node selectors "
+    "and tolerations",
+    "environment": "the host or the container engine is not usable right now; see the message",
+}
+
+
+class EngineFailure(AutotunerError):
+    """An engine could not serve: the *experiment* fails, the study goes on.
+
+    ``kind`` is one of :data:`specs.records.EngineFailureKind`; ``log_tail`` holds the last
+    lines of the engine's log (secrets redacted) so that the record explains itself;
+    ``exit_code`` is the engine's exit status (negative: killed by that signal), ``None`` when it
+    did not exit or never started.
+    """
+
+    def __init__(
+        self,
+        kind: EngineFailureKind,
+        message: str,
+        *,
+        log_tail: str = "",
+        exit_code: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint if hint is not None else FAILURE_HINTS.get(kind))
+        self.kind: EngineFailureKind = kind
+        self.log_tail = log_tail
+        self.exit_code = exit_code
+
+    def to_dict(self) -> dict[str, object]:
+        """The failure as it goes into an experiment record."""
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "exitCode": self.exit_code,
+            "logTail": self.log_tail,
+        }
+
+
+class DeployCancelled(AutotunerError):
+    """:meth:`Deployment.wait_ready` stopped because the caller asked (cancel event or teardown).
+
+    Not an engine failure: nothing is known about the configuration, so the experiment must not
+    be recorded as FAILED; the runner re-queues it.
+    """
+
+
+class DatasetError(UserError):
+    """A dataset cannot be read or turned into requests.
+
+    The user's to fix (a missing file, a row without a prompt, a URL that answers 404): the
+    reconciler marks the spec ``Stalled`` instead of retrying. It is raised while the workload is
+    built, before any engine starts, and every message names the file (or URL) and, where there is
+    one, the line, row or byte offset."""
+
+
+class AdapterError(UserError):
+    """Another tool's result file or folder cannot be converted."""
+
+
+class ConstraintError(UserError):
+    """A ``search.constraints`` expression is not one we accept."""
+
+
+class ObjectiveMissing(UserError):
+    """An objective metric was not measured, so the experiment cannot be scored."""
+
+
+class FakeInventoryError(UserError):
+    """A fake GPU inventory string (``AUTOTUNER_FAKE_GPUS``) cannot be parsed."""
+
+
+class InsufficientGpusError(UserError):
+    """An experiment needs more GPUs than this host has: waiting cannot help."""
+
+
+class ConfigError(UserError):
+    """A daemon setting is wrong: exit 2, which the unit's ``RestartPreventExitStatus=2`` does not
+    restart (restarting cannot fix a configuration)."""
+
+
+# -- git ----------------------------------------------------------------------------------------
+
+
+class GitError(TransientError):
+    """A git command failed or timed out (the remote may be down): retried with backoff."""

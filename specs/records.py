@@ -14,17 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 
 ExperimentState = Literal["COMPLETE", "FAILED", "PRUNED"]
-FailureKind = Literal[
+#: what a deploy backend reports when an engine cannot serve (``backends.deploy.base.EngineFailure``)
+EngineFailureKind = Literal[
     "startup_crash",
     "oom",
     "readiness_timeout",
     "crashed",
     "benchmark_errors",
     "timeout",
-    "invalid_config",
-    "not_measured",
-    "interrupted",
-    "backend_error",
     # environment failures: the host, not the configuration (never cached, retried with backoff)
     "executable_missing",
     "image_unavailable",
@@ -33,6 +30,8 @@ FailureKind = Literal[
     "unschedulable",
     "environment",
 ]
+#: every failure kind a record can hold: the engine's, plus those the study decides itself
+FailureKind = Literal[EngineFailureKind, "invalid_config", "not_measured", "interrupted", "backend_error"]
 
 #: Failure kinds that say something about the *configuration* (the engine refused or crashed on
 #: these flags): cached like a measurement and learned by the search.

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from specs.errors import ObjectiveMissing
 from specs.model import Objective, SloBound
 
 Metrics = Mapping[str, float | None]
@@ -98,10 +99,6 @@ def pick_summary(points: Sequence[Metrics], slo: Mapping[str, SloBound]) -> tupl
         return best[0], True
     best = min(scored, key=lambda s: (s[3], -s[2]))
     return best[0], False
-
-
-class ObjectiveMissing(ValueError):
-    """An objective metric was not measured, so the experiment cannot be scored."""
 
 
 def objective_values(

@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from backends.jsontypes import json_type_name
-from specs.errors import UserError
+from specs.errors import AdapterError
 from specs.metrics import ALL_METRICS
 
 #: largest result file we read; real ones are kilobytes (detailed vLLM files a few megabytes)
 MAX_BYTES = 256 * 1024 * 1024
-
-
-class AdapterError(UserError):
-    """Another tool's result file or folder cannot be converted."""
 
 
 def read_text(path: Path) -> str:

@@ -34,11 +34,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from backends.engines.base import LaunchPlan
 from core.redact import redact, secret_values
-from specs.errors import AutotunerError
+from specs.errors import DeployCancelled, EngineFailure
+from specs.records import EngineFailureKind
 
 __all__ = [
     "ADDRESS_IN_USE_PATTERNS",
@@ -56,21 +57,7 @@ __all__ = [
     "secret_values",
 ]
 
-FailureKind = Literal[
-    "startup_crash",
-    "oom",
-    "readiness_timeout",
-    "crashed",
-    "benchmark_errors",
-    "timeout",
-    # environment failures (see specs.records.ENVIRONMENT_FAILURES): the host, not the flags
-    "executable_missing",
-    "image_unavailable",
-    "model_missing",
-    "gpus_unavailable",
-    "unschedulable",
-    "environment",
-]
+FailureKind = EngineFailureKind
 
 #: Substrings (case-insensitive) that mean "this configuration does not fit in memory", taken from
 #: the engines' own messages: PyTorch (``torch.OutOfMemoryError: CUDA out of memory``), vLLM
@@ -94,72 +81,9 @@ ADDRESS_IN_USE_PATTERNS: tuple[str, ...] = (
     "couldn't bind http server socket",
 )
 
-_HINTS: dict[FailureKind, str] = {
-    "oom": "the configuration does not fit in GPU memory: lower the memory fraction, the batch or "
-    "sequence limits, the context length, or use more GPUs (tensor parallel)",
-    "startup_crash": "the engine exited before it was ready; the log tail above shows why (often a "
-    "flag value the engine rejects, or a missing model)",
-    "readiness_timeout": "the engine did not answer its health checks in time; if the model is large or "
-    "must be downloaded first, raise spec.backend.startupTimeout",
-    "crashed": "the engine died after it was ready; the log tail above shows why",
-    "benchmark_errors": "the engine answered with errors under load; see the log tail and the error counts",
-    "timeout": "the experiment ran past its time limit (spec.search.experimentTimeout)",
-    "executable_missing": "the engine's executable is not installed on this host; install it (the "
-    "experiment is retried, not cached)",
-    "image_unavailable": "the container image is neither present nor pullable; pull or build it on the "
-    "host, or fix spec.engine.image (the experiment is retried, not cached)",
-    "model_missing": "the model could not be found; check spec.model.id and the model cache",
-    "gpus_unavailable": "this host has too few usable GPUs for the configuration; add GPUs or lower "
-    "the parallel settings",
-    "unschedulable": "the cluster could not place the experiment; check GPU capacity, node selectors "
-    "and tolerations",
-    "environment": "the host or the container engine is not usable right now; see the message",
-}
-
 # DNS-1123 label: the strictest of the three backends' naming rules (a Kubernetes pod name), so a
 # name valid for one backend is valid for all of them.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-class EngineFailure(AutotunerError):
-    """An engine could not serve: the *experiment* fails, the study goes on.
-
-    ``kind`` is one of :data:`FailureKind`; ``log_tail`` holds the last lines of the engine's
-    log (secrets redacted) so that the record explains itself; ``exit_code`` is the engine's
-    exit status (negative: killed by that signal), ``None`` when it did not exit or never
-    started.
-    """
-
-    def __init__(
-        self,
-        kind: FailureKind,
-        message: str,
-        *,
-        log_tail: str = "",
-        exit_code: int | None = None,
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(message, hint=hint if hint is not None else _HINTS.get(kind))
-        self.kind: FailureKind = kind
-        self.log_tail = log_tail
-        self.exit_code = exit_code
-
-    def to_dict(self) -> dict[str, object]:
-        """The failure as it goes into an experiment record."""
-        return {
-            "kind": self.kind,
-            "message": self.message,
-            "exitCode": self.exit_code,
-            "logTail": self.log_tail,
-        }
-
-
-class DeployCancelled(AutotunerError):
-    """:meth:`Deployment.wait_ready` stopped because the caller asked (cancel event or teardown).
-
-    Not an engine failure: nothing is known about the configuration, so the experiment must not
-    be recorded as FAILED; the runner re-queues it.
-    """
 
 
 @dataclass(frozen=True)

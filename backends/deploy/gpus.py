@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specs.errors import UserError
+from specs.errors import FakeInventoryError
 
 __all__ = ["FAKE_ENV", "FakeInventoryError", "GpuInfo", "discover_gpus", "parse_fake_inventory"]
 
@@ -64,10 +64,6 @@ KNOWN_MODELS_MIB: dict[str, int] = {
 _ITEM = re.compile(
     r"^(?:(?P<count>\d+)\s*[xX*]\s*)?(?P<model>[A-Za-z][A-Za-z0-9]*?)(?:-(?P<mem>\d+)\s*(?P<unit>G|GB|GiB|M|MiB)?)?$",
 )
-
-
-class FakeInventoryError(UserError):
-    """A fake GPU inventory string cannot be parsed."""
 
 
 @dataclass(frozen=True)

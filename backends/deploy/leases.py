@@ -37,13 +37,9 @@ from pathlib import Path
 from types import TracebackType
 
 from backends.deploy.gpus import FAKE_ENV, GpuInfo
-from specs.errors import UserError
+from specs.errors import InsufficientGpusError
 
 __all__ = ["GpuLeaser", "InsufficientGpusError", "Lease"]
-
-
-class InsufficientGpusError(UserError):
-    """An experiment needs more GPUs than this host has: waiting cannot help."""
 
 
 class Lease:

@@ -13,9 +13,9 @@ docs/workloads.md.
 """
 
 from backends.workloads.build import build_workload, canonical_definition
-from backends.workloads.errors import DatasetError
 from backends.workloads.fetch import Fetcher, UrlFetcher
 from backends.workloads.model import LengthStats, RequestSpec, Workload, WorkloadStats
+from specs.errors import DatasetError
 
 __all__ = [
     "DatasetError",

@@ -28,12 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backends.workloads.errors import DatasetError
 from backends.workloads.fetch import MAX_BYTES, Fetcher, UrlFetcher, fetch_cached
 from backends.workloads.files import Row, decode_utf8, parse
 from backends.workloads.lengths import describe, draw_length
 from backends.workloads.model import RequestSpec, Workload, WorkloadStats, fingerprint
 from backends.workloads.synthetic import build_synthetic
+from specs.errors import DatasetError
 from specs.model import FileDataset, SyntheticDataset
 
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from backends.workloads.errors import DatasetError
 from core.atomic import write_bytes, write_json
 from core.clock import now
+from specs.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

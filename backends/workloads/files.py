@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.jsontypes import json_type_name
-from backends.workloads.errors import DatasetError
 from backends.workloads.model import count_words
+from specs.errors import DatasetError
 from specs.suggest import did_you_mean
 
 HUMAN_ROLES = frozenset({"human", "user"})

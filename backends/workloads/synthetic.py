@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import random
 
-from backends.workloads.errors import DatasetError
 from backends.workloads.lengths import draw_length
 from backends.workloads.model import RequestSpec
+from specs.errors import DatasetError
 from specs.model import SyntheticDataset
 
 #: Never edit: changing a word changes every synthetic prompt and so every fingerprint.

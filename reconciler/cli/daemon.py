@@ -6,14 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
+from specs.errors import ConfigError
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"AUTOTUNER_{name}", default)
-
-
-class ConfigError(ValueError):
-    """A daemon setting is wrong: exit 2, which the unit's RestartPreventExitStatus=2 does not
-    restart (restarting cannot fix a configuration)."""
 
 
 def parse_labels(text: str | None) -> dict[str, str]:
@@ -95,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         setup_logging(logging.DEBUG if args.verbose else None)
         labels = parse_labels(args.labels)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         fail(str(exc))
         return 2
     if args.interval <= 0 or args.max_parallel < 1:
