@@ -7,6 +7,11 @@ Three kinds, because each is handled differently by the reconciler:
   :class:`SpecProblem` so that *every* problem of a spec is reported at once.
 * :class:`TransientError` — I/O, git or backend trouble that may pass. Retried with backoff.
 * Anything else is a bug: it crashes loudly and systemd restarts the daemon.
+
+Every exception the product raises on purpose is defined here. The one exception to the rule is
+the simulated engine (``backends/sim/``): it is a separate program that imitates a real engine's
+failures (``CUDA out of memory``, an HTTP 400 with OpenAI's error type), and its exceptions model
+what that engine prints, not our error kinds.
 """
 
 from __future__ import annotations
