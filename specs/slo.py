@@ -22,12 +22,15 @@ reconciler and the report alike, so that every place agrees on what "within SLO"
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specs.errors import ObjectiveMissing
+from specs.errors import ObjectiveMissing, UserError
+from specs.metrics import SLO_METRICS
 from specs.model import Objective, SloBound
+from specs.suggest import did_you_mean
 
 Metrics = Mapping[str, float | None]
 MISSING_VIOLATION = 1.0
@@ -127,3 +130,29 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if f == f else None  # NaN is "not measured"
+
+
+def parse_slo_text(text: str | None) -> dict[str, SloBound]:
+    """The command line's SLO grammar: ``"ttft_p90_ms<=500,error_rate<=0.01"`` -> SLO bounds (all
+    hard). A :class:`~specs.errors.UserError` naming ``--slo`` for anything else."""
+    slo: dict[str, SloBound] = {}
+    if not text:
+        return slo
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        metric, sep, bound = item.partition("<=")
+        metric = metric.strip()
+        if not sep:
+            raise UserError(f"--slo: {item!r} is not METRIC<=MAX (e.g. ttft_p90_ms<=500)")
+        if metric not in SLO_METRICS:
+            raise UserError(f"--slo: unknown SLO metric {metric!r}{did_you_mean(metric, SLO_METRICS)}")
+        try:
+            value = float(bound)
+        except ValueError:
+            raise UserError(f"--slo: bound of {metric} must be a number, got {bound.strip()!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise UserError(f"--slo: bound of {metric} must be > 0, got {bound.strip()!r}")
+        slo[metric] = SloBound(max=value)
+    return slo

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,15 +27,15 @@ from backends.loadgen import (
     find_capacity,
     run_load_point,
     run_sync,
-    synthetic_requests,
 )
 from backends.loadgen.target import PromptLike
 from backends.measure import LoadPointResult
+from backends.workloads.bench import bench_prompts
+from backends.workloads.model import RequestSpec
 from reconciler.cli._common import fail, print_json
 from specs.errors import AutotunerError, TransientError, UserError
-from specs.metrics import SLO_METRICS, STATS
-from specs.model import SloBound
-from specs.suggest import did_you_mean
+from specs.metrics import STATS
+from specs.slo import parse_slo_text
 
 #: rows of the human-readable table: (label, metric)
 TABLE_ROWS: tuple[tuple[str, str], ...] = (
@@ -152,31 +151,6 @@ def parse_levels(text: str, what: str, *, integer: bool) -> list[float]:
     return levels
 
 
-def parse_slo(text: str | None) -> dict[str, SloBound]:
-    """``"ttft_p90_ms<=500,error_rate<=0.01"`` -> SLO bounds (all hard)."""
-    slo: dict[str, SloBound] = {}
-    if not text:
-        return slo
-    for part in text.split(","):
-        item = part.strip()
-        if not item:
-            continue
-        metric, sep, bound = item.partition("<=")
-        metric = metric.strip()
-        if not sep:
-            raise UserError(f"--slo: {item!r} is not METRIC<=MAX (e.g. ttft_p90_ms<=500)")
-        if metric not in SLO_METRICS:
-            raise UserError(f"--slo: unknown SLO metric {metric!r}{did_you_mean(metric, SLO_METRICS)}")
-        try:
-            value = float(bound)
-        except ValueError:
-            raise UserError(f"--slo: bound of {metric} must be a number, got {bound.strip()!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise UserError(f"--slo: bound of {metric} must be > 0, got {bound.strip()!r}")
-        slo[metric] = SloBound(max=value)
-    return slo
-
-
 def _headers(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -215,73 +189,19 @@ def _check_positive(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------- prompts
 
 
-def load_prompts(args: argparse.Namespace) -> tuple[list[PromptLike], str]:
+def load_prompts(args: argparse.Namespace) -> tuple[list[RequestSpec], str]:
     """The requests of one level and a one-line description of where they came from."""
-    n, seed = args.requests, args.seed
-    if args.dataset:
-        return _file_prompts(args)
-    try:
-        from backends.workloads import build_workload
-        from specs.model import SyntheticDataset
-    except ImportError:
-        reqs = synthetic_requests(
-            n,
-            input_len=args.input_len,
-            output_len=args.output_len,
-            input_stddev=args.input_stddev,
-            output_stddev=args.output_stddev,
-            seed=seed,
-        )
-        return list(
-            reqs
-        ), f"synthetic: {n} prompts of ~{args.input_len} words, {args.output_len} output tokens"
-    dataset = SyntheticDataset.model_validate(
-        {
-            "kind": "synthetic",
-            "input": {"mean": args.input_len, "stddev": args.input_stddev},
-            "output": {"mean": args.output_len, "stddev": args.output_stddev},
-            "numPrompts": n,
-        }
+    return bench_prompts(
+        args.requests,
+        seed=args.seed,
+        input_len=args.input_len,
+        output_len=args.output_len,
+        input_stddev=args.input_stddev,
+        output_stddev=args.output_stddev,
+        dataset=Path(args.dataset) if args.dataset else None,
+        dataset_format=args.dataset_format,
+        prompt_field=args.prompt_field,
     )
-    workload = build_workload(dataset, seed=seed, base_dir=Path.cwd(), cache_dir=_cache_dir())
-    return list(workload.requests), workload.description
-
-
-def _cache_dir() -> Path:
-    return Path.home() / ".cache" / "autotuner" / "datasets"
-
-
-def _file_prompts(args: argparse.Namespace) -> tuple[list[PromptLike], str]:
-    path = Path(args.dataset)
-    if not path.is_file():
-        raise UserError(f"--dataset: no such file: {path}")
-    try:
-        from backends.workloads import build_workload
-        from specs.model import FileDataset
-    except ImportError:
-        raise UserError("--dataset needs backends.workloads, which this installation lacks") from None
-    dataset = FileDataset.model_validate(
-        {
-            "kind": args.dataset_format,
-            "path": str(path.resolve()),
-            "promptField": args.prompt_field,
-            "output": {"mean": args.output_len, "stddev": args.output_stddev},
-        }
-    )
-    workload = build_workload(dataset, seed=args.seed, base_dir=Path.cwd(), cache_dir=_cache_dir())
-    reqs: list[PromptLike] = list(workload.requests)
-    if not reqs:
-        raise UserError(f"--dataset: {path} holds no usable prompts")
-    n = args.requests
-    if len(reqs) > n:
-        reqs = random.Random(args.seed).sample(reqs, n)
-        how = f"{n} sampled"
-    elif len(reqs) < n:
-        reqs = [reqs[i % len(reqs)] for i in range(n)]
-        how = f"{n} (the file's prompts repeated)"
-    else:
-        how = f"all {n}"
-    return reqs, f"{workload.description}; {how} per level"
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -398,7 +318,7 @@ def _bench(args: argparse.Namespace) -> int:
     if not args.url:
         return fail("--url is required (or use --import KIND PATH)")
     _check_positive(args)
-    slo = parse_slo(args.slo)
+    slo = parse_slo_text(args.slo)
     kind = "request_rate" if args.rate else "concurrency"
     levels = (
         parse_levels(args.rate, "rate", integer=False)

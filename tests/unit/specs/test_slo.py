@@ -98,3 +98,19 @@ def test_load_point_with_no_completed_request_is_not_feasible() -> None:
 def test_missing_objective() -> None:
     with pytest.raises(ObjectiveMissing):
         objective_values({"output_throughput": None}, THROUGHPUT, [])
+
+
+def test_slo_text_grammar_of_the_command_line() -> None:
+    from specs.errors import UserError
+    from specs.slo import parse_slo_text
+
+    bounds = parse_slo_text("ttft_p90_ms<=500, error_rate<=0.01")
+    assert {k: v.max for k, v in bounds.items()} == {"ttft_p90_ms": 500.0, "error_rate": 0.01}
+    assert all(v.hard for v in bounds.values())
+    assert parse_slo_text(None) == {}
+    with pytest.raises(UserError, match="unknown SLO metric .*did you mean"):
+        parse_slo_text("ttft_p09_ms<=500")
+    with pytest.raises(UserError, match="METRIC<=MAX"):
+        parse_slo_text("ttft_p90_ms>500")
+    with pytest.raises(UserError, match="must be > 0"):
+        parse_slo_text("ttft_p90_ms<=inf")
