@@ -391,6 +391,85 @@ def _field_value(name: str, value: Scalar) -> int | bool | None:
     return None
 
 
+@dataclass
+class _Resolving:
+    """The state :func:`resolve` builds step by step: values, where each came from, rejections."""
+
+    spec: EngineParallel
+    values: dict[str, int | bool] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def set(self, name: str, value: int | bool, where: str) -> None:
+        self.values[name] = value
+        self.origin[name] = where
+
+    def reject(self, message: str, *where: str) -> None:
+        self.rejections.append(Rejection(message, tuple(where)))
+
+
+def _apply_preset(r: _Resolving, preset: Scalar | None) -> None:
+    if preset is None:
+        return
+    spec, known = r.spec, r.spec.presets
+    if not known:
+        r.reject(f"{spec.title} has no parallel presets: it has no parallel settings", "parallel.preset")
+    elif not isinstance(preset, str) or preset not in known:
+        r.reject(
+            f"unknown parallel preset {preset!r} for {spec.title}{did_you_mean(str(preset), known)}"
+            f" (its presets: {', '.join(known)})",
+            "parallel.preset",
+        )
+    else:
+        for name, preset_value in known[preset].items():
+            r.set(name, preset_value, "parallel.preset")
+
+
+def _apply_fields(r: _Resolving, given: Mapping[str, Scalar]) -> None:
+    for name in FIELDS:
+        if name not in given:
+            continue
+        field_value = _field_value(name, given[name])
+        if field_value is None:
+            r.reject(f"parallel.{name} cannot be {given[name]!r}", f"parallel.{name}")
+        else:
+            r.set(name, field_value, f"parallel.{name}")
+
+
+def _lift_raw_flags(r: _Resolving, raw: Mapping[str, tuple[Scalar, str]]) -> None:
+    for name, flag in r.spec.flags.items():
+        if flag not in raw:
+            continue
+        raw_value, where = raw[flag]
+        if name in r.values:
+            r.reject(twice_message(flag, name), where, r.origin[name])
+            continue
+        lifted = _field_value(name, raw_value)
+        if lifted is not None:  # a bad raw value is reported by the flag check
+            r.set(name, lifted, where)
+    for name, flags in r.spec.also_set_by.items():
+        for flag in flags:
+            if flag in raw and name in r.values and r.values[name] != DEFAULTS[name]:
+                r.reject(twice_message(flag, name), raw[flag][1], r.origin[name])
+
+
+def _fold_aliases(r: _Resolving) -> None:
+    for alias, target in r.spec.same_as.items():
+        if alias not in r.values:
+            continue
+        if target in r.values and r.values[target] != r.values[alias]:
+            r.reject(
+                f"parallel.{alias} and parallel.{target} are the same setting for {r.spec.title} but "
+                f"differ ({r.values[alias]} and {r.values[target]})",
+                r.origin[alias],
+                r.origin[target],
+            )
+        elif target not in r.values:
+            r.set(target, r.values[alias], r.origin[alias])
+        del r.values[alias]
+        del r.origin[alias]
+
+
 def resolve(
     engine: str, given: Mapping[str, Scalar], raw: Mapping[str, tuple[Scalar, str]]
 ) -> ParallelResult:
@@ -400,80 +479,18 @@ def resolve(
     ``preset``); ``raw`` the engine flags by canonical name → (value, origin). Never raises.
     """
     spec = ENGINES[engine]
-    values: dict[str, int | bool] = {}
-    origin: dict[str, str] = {}
-    rejections: list[Rejection] = []
-    preset = given.get("preset")
-    if preset is not None:
-        known = spec.presets
-        if not known:
-            rejections.append(
-                Rejection(
-                    f"{spec.title} has no parallel presets: it has no parallel settings", ("parallel.preset",)
-                )
-            )
-        elif not isinstance(preset, str) or preset not in known:
-            rejections.append(
-                Rejection(
-                    f"unknown parallel preset {preset!r} for {spec.title}{did_you_mean(str(preset), known)}"
-                    f" (its presets: {', '.join(known)})",
-                    ("parallel.preset",),
-                )
-            )
-        else:
-            for name, preset_value in known[preset].items():
-                values[name] = preset_value
-                origin[name] = "parallel.preset"
-    for name in FIELDS:
-        if name in given:
-            field_value = _field_value(name, given[name])
-            if field_value is None:
-                rejections.append(
-                    Rejection(f"parallel.{name} cannot be {given[name]!r}", (f"parallel.{name}",))
-                )
-                continue
-            values[name] = field_value
-            origin[name] = f"parallel.{name}"
-    for name, flag in spec.flags.items():
-        if flag not in raw:
-            continue
-        raw_value, where = raw[flag]
-        if name in values:
-            rejections.append(Rejection(twice_message(flag, name), (where, origin[name])))
-            continue
-        lifted = _field_value(name, raw_value)
-        if lifted is None:
-            continue  # a bad raw value is reported by the flag check
-        values[name] = lifted
-        origin[name] = where
-    for name, flags in spec.also_set_by.items():
-        for flag in flags:
-            if flag in raw and name in values and values[name] != DEFAULTS[name]:
-                rejections.append(Rejection(twice_message(flag, name), (raw[flag][1], origin[name])))
-    for alias, target in spec.same_as.items():
-        if alias not in values:
-            continue
-        if target in values and values[target] != values[alias]:
-            rejections.append(
-                Rejection(
-                    f"parallel.{alias} and parallel.{target} are the same setting for {spec.title} but "
-                    f"differ ({values[alias]} and {values[target]})",
-                    (origin[alias], origin[target]),
-                )
-            )
-        elif target not in values:
-            values[target] = values[alias]
-            origin[target] = origin[alias]
-        del values[alias]
-        del origin[alias]
+    r = _Resolving(spec)
+    _apply_preset(r, given.get("preset"))
+    _apply_fields(r, given)
+    _lift_raw_flags(r, raw)
+    _fold_aliases(r)
     for name, reason in spec.unsupported.items():
-        if name in values and values[name] != DEFAULTS[name]:
-            rejections.append(Rejection(reason, (origin[name],)))
-    settings = ParallelSettings(values=dict(values), origin=dict(origin))
-    rejections += spec.rules(settings)
-    result = ParallelResult(settings=settings, rejections=rejections)
-    for name, value in values.items():
-        if not origin[name].startswith("parallel."):
+        if name in r.values and r.values[name] != DEFAULTS[name]:
+            r.reject(reason, r.origin[name])
+    settings = ParallelSettings(values=dict(r.values), origin=dict(r.origin))
+    result = ParallelResult(settings=settings, rejections=[*r.rejections, *spec.rules(settings)])
+    for name, value in r.values.items():
+        if not r.origin[name].startswith("parallel."):
             continue  # given as a raw engine flag: it is on the command line already
         if name in spec.flags:
             result.flags[spec.flags[name]] = value

@@ -145,16 +145,9 @@ def settings_from(given: Mapping[str, Scalar]) -> tuple[QuantSettings, list[Reje
 # --------------------------------------------------------------------------------------------- vLLM
 
 
-def _vllm(r: QuantResult, ctx: QuantContext) -> None:
-    s = r.settings
-    gemm, kv, attn, moe = (s.get(n) for n in QUANT_FIELDS)
-    method: str | None = None
-    if gemm in ("bfloat16", "float16"):
-        r.set("dtype", gemm, "gemm_dtype", ctx)
-    elif gemm == "fp8":
-        method = "fp8"
-    elif gemm != "auto":
-        r.unsupported("vLLM", "gemm_dtype", ["auto", "bfloat16", "float16", "fp8"])
+def _vllm_method(r: QuantResult, gemm: str | None, moe: str | None) -> str | None:
+    """vLLM's one ``--quantization`` method from the GEMM and MoE dtypes (None: unquantized)."""
+    method: str | None = "fp8" if gemm == "fp8" else None
     if moe == "int8":
         if method == "fp8":
             r.reject(
@@ -174,6 +167,17 @@ def _vllm(r: QuantResult, ctx: QuantContext) -> None:
             )
     elif moe != "auto":
         r.unsupported("vLLM", "moe_dtype", ["auto", "fp8 (with gemm_dtype fp8)", "int8"])
+    return method
+
+
+def _vllm(r: QuantResult, ctx: QuantContext) -> None:
+    s = r.settings
+    gemm, kv, attn, moe = (s.get(n) for n in QUANT_FIELDS)
+    if gemm in ("bfloat16", "float16"):
+        r.set("dtype", gemm, "gemm_dtype", ctx)
+    elif gemm not in ("auto", "fp8"):
+        r.unsupported("vLLM", "gemm_dtype", ["auto", "bfloat16", "float16", "fp8"])
+    method = _vllm_method(r, gemm, moe)
     if method is not None:
         origin_field = "moe_dtype" if method == "experts_int8" else "gemm_dtype"
         r.set("quantization", method, origin_field, ctx)
