@@ -27,7 +27,7 @@ from backends.measure import LoadPointResult
 from specs.errors import TransientError
 from specs.metrics import ALL_METRICS
 from specs.model import SloBound
-from tests.unit.loadgen.fake_openai import MODEL, FakeOpenAI, prompts
+from tests.fakes.openai_server import MODEL, FakeOpenAI, prompts
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_slo_text_grammar_of_the_command_line() -> None:
     assert {k: v.max for k, v in bounds.items()} == {"ttft_p90_ms": 500.0, "error_rate": 0.01}
     assert all(v.hard for v in bounds.values())
     assert parse_slo_text(None) == {}
-    with pytest.raises(UserError, match="unknown SLO metric .*did you mean"):
+    with pytest.raises(UserError, match=r"unknown SLO metric .*did you mean"):
         parse_slo_text("ttft_p09_ms<=500")
     with pytest.raises(UserError, match="METRIC<=MAX"):
         parse_slo_text("ttft_p90_ms>500")

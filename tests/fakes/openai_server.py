@@ -115,8 +115,15 @@ class FakeOpenAI:
         chat = request.path.endswith("/chat/completions")
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
         fault = prompt.split("#fault=", 1)[1].split()[0] if "#fault=" in prompt else None
-        n_out = int(body["max_tokens"])
-        n_in = len(prompt.split())
+        early = await self._refuse(fault)
+        if early is not None:
+            return early
+        return await self._stream(
+            request, chat, fault, n_in=len(prompt.split()), n_out=int(body["max_tokens"])
+        )
+
+    async def _refuse(self, fault: str | None) -> web.StreamResponse | None:
+        """The faults answered without a stream: an HTTP 500, a hang, a plain JSON answer."""
         if fault == "http500":
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         if fault == "hang":
@@ -126,7 +133,11 @@ class FakeOpenAI:
             return web.Response(status=504)
         if fault == "not_stream":
             return web.json_response({"choices": [{"text": "hello", "finish_reason": "length"}]})
+        return None
 
+    async def _stream(
+        self, request: web.Request, chat: bool, fault: str | None, *, n_in: int, n_out: int
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
 
