@@ -17,6 +17,7 @@ import configparser
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,16 +128,14 @@ def test_unit_parses_as_ini() -> None:
 
 def _daemon_variables() -> set[str]:
     """AUTOTUNER_* variables named in ``autotuner daemon --help`` and read by the workspace."""
-    try:
-        help_text = subprocess.run(
-            [shutil.which("autotuner") or "autotuner", "daemon", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("autotuner daemon is not available in this checkout")
+    help_text = subprocess.run(
+        [sys.executable, "-m", "reconciler", "daemon", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=REPO,
+    ).stdout
     names = set(re.findall(r"AUTOTUNER_[A-Z_]+", help_text))
     workspace = REPO / "reconciler" / "workspace.py"
     if workspace.exists():
