@@ -37,9 +37,11 @@ MAX_READ_BYTES = 8 * 1024 * 1024
 def _why(exc: Exception) -> str:
     """Why a file could not be read, without quoting it (pydantic's messages quote the input)."""
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0] if exc.error_count() else {}
-        loc = ".".join(str(x) for x in first.get("loc", ())) or "document"
-        return f"{exc.error_count()} validation error(s), first at {loc}: {first.get('type', 'invalid')}"
+        errors = exc.errors()
+        if not errors:
+            return "not a valid record"
+        loc = ".".join(str(x) for x in errors[0]["loc"]) or "document"
+        return f"{len(errors)} validation error(s), first at {loc}: {errors[0]['type']}"
     if isinstance(exc, UnsafePath):
         return "not a regular file or too large; not read"
     if isinstance(exc, OSError):
@@ -91,7 +93,9 @@ class ResultsStore:
 
     def ensure(self) -> None:
         self._real("experiments")
-        if os.path.islink(self.journal) or (os.path.lexists(self.journal) and not os.path.isfile(self.journal)):
+        if os.path.islink(self.journal) or (
+            os.path.lexists(self.journal) and not os.path.isfile(self.journal)
+        ):
             log.warning("%s is not a regular file: removed (Optuna would follow it)", self.journal)
             if is_real_dir(self.journal):
                 shutil.rmtree(self.journal)

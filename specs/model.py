@@ -59,7 +59,9 @@ def _bounded(value: Any) -> Any:
         if not math.isfinite(value):
             raise ValueError(f"{value!r} is not a finite number")
         if abs(value) > MAX_NUMBER:
-            raise ValueError(f"{value:g} is out of range: numbers in a spec are at most {MAX_NUMBER:g} in size")
+            raise ValueError(
+                f"{value:g} is out of range: numbers in a spec are at most {MAX_NUMBER:g} in size"
+            )
         return value
     if isinstance(value, str):
         if len(value) > MAX_STRING:
@@ -543,7 +545,7 @@ class SloBound(_Strict):
         gt=0,
         le=MAX_NUMBER,
         allow_inf_nan=False,
-        description="Upper bound (milliseconds for latencies, a fraction for error_rate)."
+        description="Upper bound (milliseconds for latencies, a fraction for error_rate).",
     )
     hard: bool = Field(default=True, description="Hard: violating makes the configuration infeasible.")
     weight: float = Field(default=1.0, gt=0, le=1000, description="Soft SLOs: weight of the penalty.")

@@ -24,8 +24,7 @@ from __future__ import annotations
 import hashlib
 import random
 import urllib.parse
-from collections.abc import Callable
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +177,10 @@ def _read_local(path_text: str, base_dir: Path, roots: Sequence[Path] | None) ->
         return read_regular(resolved, MAX_BYTES, follow=True)
     except UnsafePath as exc:
         if isinstance(exc, OutsideRoots):
-            message = "resolves outside the folders a spec may read (the repository, and dataRoots of the operator policy)"
+            message = (
+                "resolves outside the folders a spec may read "
+                "(the repository, and dataRoots of the operator policy)"
+            )
         elif isinstance(exc, TooLarge):
             message = f"larger than the {MAX_BYTES:,} byte limit"
         else:

@@ -281,6 +281,7 @@ def _output_of(row: dict[str, Any], name: str | None, label: str, where: str) ->
             number = None
     if number is None or number < 1:
         raise DatasetError(
-            f"{label}: {where}: output field {name!r} must be a whole number of tokens >= 1, got {_shown(value)}"
+            f"{label}: {where}: output field {name!r} must be a whole number of tokens >= 1, "
+            f"got {_shown(value)}"
         )
     return number
