@@ -29,6 +29,7 @@ from typing import Any
 from backends.jsontypes import json_type_name
 from backends.workloads.errors import DatasetError
 from backends.workloads.model import count_words
+from specs.paths import excerpt
 from specs.suggest import did_you_mean
 
 HUMAN_ROLES = frozenset({"human", "user"})
@@ -42,6 +43,9 @@ _SHOWN_CHARS = 40
 
 
 def _shown(value: object) -> str:
+    """A short, redacted quote of the file's content (``KEY=value`` shapes hidden)."""
+    if isinstance(value, str):
+        return f"'{excerpt(value, _SHOWN_CHARS)}'"
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
