@@ -126,3 +126,17 @@ def test_a_bad_policy_file_is_located(tmp_path: Path) -> None:
     path.write_text("dataRoots: [relative]\nengines: [nope]\n")
     with pytest.raises(SpecError, match="absolute"):
         load_policy(path)
+
+
+def test_the_example_policy_file_loads_and_keeps_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[3] / "systemd" / "policy.example.yaml"
+    policy = load_policy(example)
+    default = Policy()
+    assert set(policy.images) <= set(default.images)
+    assert (policy.engines, policy.secret_env, policy.data_roots, policy.volume_roots) == (
+        default.engines,
+        default.secret_env,
+        default.data_roots,
+        default.volume_roots,
+    )
+    assert (policy.max_parallelism, policy.max_concurrency, policy.allow_loader_env) == (8, 1024, False)
