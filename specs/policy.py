@@ -17,6 +17,9 @@ YAML file given with ``--policy FILE`` (or ``AUTOTUNER_POLICY``):
     allowRemoteCode: false                # trust-remote-code style flags
     dataRoots: [/data/datasets]           # folders datasets and local models may come from
     volumeRoots: [/data/hf-cache]         # host folders docker volumes may mount
+    namespaces: [llm-tuning]              # kubernetes namespaces experiments may run in
+    serviceAccounts: [tuner]              # kubernetes service accounts a spec may name
+    volumeClaims: [hf-cache]              # PersistentVolumeClaims a spec may mount (modelCachePvc)
     maxParallelism: 4
     maxConcurrency: 1024
     maxRequestRate: 1000
@@ -193,6 +196,12 @@ class Policy:
     allow_remote_code: bool = False
     data_roots: tuple[Path, ...] = ()
     volume_roots: tuple[Path, ...] = ()
+    #: kubernetes: namespaces (globs) experiments may run in; a spec may name no service
+    #: account and mount no claim the operator did not list (Flux's lockdown: the namespace's
+    #: default service account unless told otherwise)
+    namespaces: tuple[str, ...] = ("default",)
+    service_accounts: tuple[str, ...] = ()
+    volume_claims: tuple[str, ...] = ()
     max_parallelism: int = 8
     max_concurrency: int = 1024
     max_request_rate: float = 1000.0
@@ -294,6 +303,26 @@ def check_policy(loaded: Any, policy: Policy, *, checkout: Path | None = None) -
                     f"{flag} lets the model's own code run on this host; a spec may not enable it "
                     "(allowRemoteCode in the operator policy)",
                 )
+    backend = body.backend
+    if backend.kind == "kubernetes":
+        if not _matches(backend.namespace, policy.namespaces):
+            add(
+                ("spec", "backend", "namespace"),
+                f"namespace {backend.namespace!r} is not one experiments may run in {where}; allowed: "
+                f"{', '.join(policy.namespaces) or 'none'} (namespaces in the operator policy)",
+            )
+        if backend.service_account is not None and backend.service_account not in policy.service_accounts:
+            add(
+                ("spec", "backend", "serviceAccount"),
+                f"service account {backend.service_account!r} is not one a spec may use {where} "
+                "(serviceAccounts in the operator policy); leave it out to use the namespace's default",
+            )
+        if backend.model_cache_pvc is not None and backend.model_cache_pvc not in policy.volume_claims:
+            add(
+                ("spec", "backend", "modelCachePvc"),
+                f"claim {backend.model_cache_pvc!r} is not one a spec may mount {where} "
+                "(volumeClaims in the operator policy)",
+            )
     problems += _check_caps(loaded, policy)
     problems += _check_paths(loaded, policy, checkout)
     return problems
@@ -426,6 +455,9 @@ class _PolicyFile(BaseModel):
     allow_remote_code: bool = Field(default=False, alias="allowRemoteCode")
     data_roots: list[str] = Field(default_factory=list, alias="dataRoots")
     volume_roots: list[str] = Field(default_factory=list, alias="volumeRoots")
+    namespaces: list[str] | None = None
+    service_accounts: list[str] = Field(default_factory=list, alias="serviceAccounts")
+    volume_claims: list[str] = Field(default_factory=list, alias="volumeClaims")
     max_parallelism: int = Field(default=8, ge=1, le=64, alias="maxParallelism")
     max_concurrency: int = Field(default=1024, ge=1, le=100_000, alias="maxConcurrency")
     max_request_rate: float = Field(default=1000.0, gt=0, le=1e6, allow_inf_nan=False, alias="maxRequestRate")
@@ -494,6 +526,9 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy:
         allow_remote_code=parsed.allow_remote_code,
         data_roots=roots["data_roots"],
         volume_roots=roots["volume_roots"],
+        namespaces=tuple(parsed.namespaces) if parsed.namespaces is not None else ("default",),
+        service_accounts=tuple(parsed.service_accounts),
+        volume_claims=tuple(parsed.volume_claims),
         max_parallelism=parsed.max_parallelism,
         max_concurrency=parsed.max_concurrency,
         max_request_rate=parsed.max_request_rate,

@@ -13,6 +13,7 @@ from tests.conftest import EXAMPLES
 
 GOOD = (EXAMPLES / "quickstart-sim.yaml").read_text()
 DOCKER = (EXAMPLES / "vllm-docker.yaml").read_text()
+KUBERNETES = (EXAMPLES / "trtllm.yaml").read_text()
 
 
 def refused(text: str, policy: Policy | None = None, checkout: Path | None = None) -> list[str]:
@@ -84,6 +85,21 @@ def test_dataset_and_model_paths_stay_inside_the_checkout(tmp_path: Path) -> Non
     assert refused(path_spec("/etc/passwd"), roots, checkout=checkout) == []
     model = GOOD.replace("id: llama-3-8b", "id: /etc/ssh")
     assert any("spec.model.id" in p for p in refused(model, checkout=checkout))
+
+
+def test_kubernetes_namespaces_service_accounts_and_claims() -> None:
+    [problem] = refused(KUBERNETES)
+    assert "spec.backend.namespace" in problem and "'llm-tuning'" in problem
+    assert refused(KUBERNETES, Policy(namespaces=("llm-*",))) == []
+    text = KUBERNETES.replace(
+        "namespace: llm-tuning", "namespace: llm-tuning\n    serviceAccount: cluster-admin"
+    )
+    text = text.replace("startupTimeout: 30m", "startupTimeout: 30m\n    modelCachePvc: other-team")
+    found = refused(text, Policy(namespaces=("llm-*",)))
+    assert any("spec.backend.serviceAccount" in p for p in found)
+    assert any("spec.backend.modelCachePvc" in p for p in found)
+    both = Policy(namespaces=("llm-*",), service_accounts=("cluster-admin",), volume_claims=("other-team",))
+    assert refused(text, both) == []
 
 
 def test_check_host_path(tmp_path: Path) -> None:
