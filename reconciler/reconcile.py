@@ -275,6 +275,20 @@ class Reconciler:
                 result = SpecError(problems) if problems else loaded
             except SpecError as exc:
                 result = exc
+            except Exception:
+                # a bug in validation must not take the pass (and every other spec) down with it
+                log.exception("validating %s failed unexpectedly (a bug); the spec is held back", path)
+                result = SpecError(
+                    [
+                        SpecProblem(
+                            _printable_path(path),
+                            None,
+                            "",
+                            "the daemon could not validate this spec (an internal error, logged); "
+                            "it is retried when the file changes or the daemon restarts",
+                        )
+                    ]
+                )
         cache[key] = result
         if isinstance(result, SpecError):
             raise result
