@@ -85,8 +85,9 @@ class LocalBackend:
     ``state_dir`` is the daemon's state directory; pid files go to ``state_dir/local/``, the
     working directories of plans with files to ``state_dir/work/<name>/``.
     ``grace_s`` is how long an engine gets between SIGTERM and SIGKILL (vLLM and SGLang need a
-    few seconds to free their GPUs cleanly); ``environ`` is where engines' setup variables and ``fromEnv`` references are read from
-    (default: this process's environment); engines never inherit it whole, see
+    few seconds to free their GPUs cleanly); ``environ`` is where engines' setup variables and
+    ``fromEnv`` references are read from (default: this process's environment); engines never
+    inherit it whole, see
     :mod:`backends.deploy.environment`. ``policy`` is the operator's (loader variables, which
     references a spec may read, ``passEnv``).
     """
