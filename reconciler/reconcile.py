@@ -44,7 +44,7 @@ from reconciler.logs import log_event
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec, write_status
 from reconciler.session import Session
-from reconciler.status import build_status
+from reconciler.status import Phase, build_status
 from reconciler.workspace import Workspace
 from specs.errors import SpecError, SpecProblem, TransientError, UserError
 from specs.loader import MAX_BYTES, LoadedSpec, load_spec_text, parse_yaml
@@ -480,6 +480,15 @@ class Reconciler:
         ctx.on_change = self.changed
         ctx.progress = self.progress_factory(loaded) if self.progress_factory else None
 
+        def record(phase: Phase, message: str, reason: str) -> None:
+            # the status must say why the study stopped; else it reads "Reconciling" forever
+            try:
+                store = ResultsStore(ctx.results_root, entry.name)
+                if write_status(loaded.spec, store, ctx, phase, message, reason=reason):
+                    self.changed(f"{entry.name}: {reason}")
+            except Exception:
+                log.exception("spec=%s: recording why its study stopped failed", entry.name)
+
         def work() -> None:
             try:
                 ctx.backend = self.session.backend(loaded)
@@ -487,12 +496,18 @@ class Reconciler:
                 self.backoff.pop(entry.name, None)
             except UserError as exc:
                 log.warning("spec=%s stalled: %s", entry.name, exc)
+                record("stalled", str(exc), "InvalidInput")
             except (TransientError, OSError) as exc:
                 delay = self.backoff.setdefault(entry.name, Backoff()).fail()
                 log.warning("spec=%s transient error, retrying in %.0fs: %s", entry.name, delay, exc)
             except Exception:
                 log.exception("spec=%s study crashed", entry.name)
-                self.backoff.setdefault(entry.name, Backoff()).fail()
+                delay = self.backoff.setdefault(entry.name, Backoff()).fail()
+                record(
+                    "failed",
+                    f"the study stopped on an internal error (in the daemon's log); retrying in {delay:.0f}s",
+                    "StudyCrashed",
+                )
 
         thread = threading.Thread(target=work, name=f"study-{entry.name}", daemon=True)
         self.running[entry.name] = Running(thread, stop, loaded.spec.generation())
