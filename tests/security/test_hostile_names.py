@@ -7,12 +7,18 @@ are refused with a located message naming the holder, write nothing, and never s
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from reconciler.git import git
-from tests.security.hostile import HostileRepo, good_spec
+from tests.e2e.helpers import sim_spec
+from tests.security.hostile import SECRETS, HostileRepo, good_spec
 
 pytestmark = pytest.mark.slow
 
@@ -107,3 +113,68 @@ def test_control_characters_in_file_names_are_refused_and_nothing_shifts(tmp_pat
         assert problem["file"] == shown and "control characters" in problem["message"]
         assert status["specFile"] == path
     repo.assert_contained()
+
+
+def test_under_the_daemon_duplicates_neither_flip_flop_nor_kill_it(tmp_path: Path) -> None:
+    """The issue's report: with duplicate names the daemon's status flip-flopped (136 commits in
+    two minutes), interrupted the holder on every pass, then died. Now the holder finishes, the
+    newcomers write nothing, and passes with nothing new make no commit."""
+    repo = HostileRepo(tmp_path)
+    repo.write("specs/ok.yaml", sim_spec("ok", strategy="grid", budget=2, parameters=TWO))
+    repo.write("specs/dup-1.yaml", good_spec("dup"))
+    repo.commit_push("holders")
+    repo.write("specs/ok.yml", good_spec("ok").replace("seed: 5", "seed: 6"))
+    repo.write("specs/dup-2.yaml", good_spec("dup").replace("seed: 5", "seed: 7"))
+    repo.write("specs/dup.yml", "not: [valid\n")
+    repo.commit_push("newcomers")
+    cmd = [
+        sys.executable,
+        "-m",
+        "reconciler",
+        "daemon",
+        "--repo",
+        str(repo.remote),
+        "--state-dir",
+        str(repo.state),
+        "--site-dir",
+        str(repo.site),
+        "--interval",
+        "1",
+    ]
+    env = {**os.environ, **SECRETS}
+    with subprocess.Popen(
+        cmd, cwd=repo.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and not _both_ready(repo):
+                assert proc.poll() is None, "the daemon died"
+                time.sleep(0.5)
+            assert _both_ready(repo), "the holders did not finish"
+            settled = git(["rev-parse", "main"], repo.remote).strip()
+            time.sleep(6)  # about five more passes
+            assert proc.poll() is None, "the daemon died"
+            assert git(["rev-parse", "main"], repo.remote).strip() == settled, "passes kept committing"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=90)
+    repo.outputs.append(out)
+    assert proc.returncode == 0, out[-4000:]
+    assert "interrupted" not in repo.status("ok")["conditions"][0]["message"]
+    assert repo.status("ok")["counts"]["total"] == 2
+    assert repo.status("dup")["specFile"] == "specs/dup-1.yaml"
+    assert len(events(repo, "spec refused: name in use")) == 3  # once each, not once per pass
+    repo.assert_contained()
+
+
+TWO = "      max-num-seqs: {values: [4, 8]}"
+
+
+def _both_ready(repo: HostileRepo) -> bool:
+    try:
+        return all(
+            next(c for c in repo.status(n)["conditions"] if c["type"] == "Ready")["status"] == "True"
+            for n in ("ok", "dup")
+        )
+    except Exception:
+        return False
