@@ -196,6 +196,9 @@ class Policy:
     allow_remote_code: bool = False
     data_roots: tuple[Path, ...] = ()
     volume_roots: tuple[Path, ...] = ()
+    #: dataset URLs (globs) a spec may fetch: the daemon fetches them from inside the operator's
+    #: network, so a site that has internal HTTPS services narrows this to the public hosts used
+    dataset_urls: tuple[str, ...] = ("https://*",)
     #: kubernetes: namespaces (globs) experiments may run in; a spec may name no service
     #: account and mount no claim the operator did not list (Flux's lockdown: the namespace's
     #: default service account unless told otherwise)
@@ -405,6 +408,18 @@ def _check_paths(loaded: Any, policy: Policy, checkout: Path | None) -> list[Spe
         problem = _data_path_problem(dataset.path, policy, checkout)
         if problem is not None:
             out.append(loaded.problem(("spec", "workload", "dataset", "path"), problem))
+    if (
+        isinstance(dataset, FileDataset)
+        and dataset.url is not None
+        and not _matches(dataset.url, policy.dataset_urls)
+    ):
+        out.append(
+            loaded.problem(
+                ("spec", "workload", "dataset", "url"),
+                f"datasets may be fetched only from {', '.join(policy.dataset_urls) or 'nowhere'} on this "
+                "host (datasetUrls in the operator policy)",
+            )
+        )
     model_id = spec.spec.model.id
     local = checkout is not None and os.path.lexists(Path(checkout) / model_id)
     if local or Path(model_id).is_absolute() or model_id.startswith((".", "~")):
@@ -455,6 +470,7 @@ class _PolicyFile(BaseModel):
     allow_remote_code: bool = Field(default=False, alias="allowRemoteCode")
     data_roots: list[str] = Field(default_factory=list, alias="dataRoots")
     volume_roots: list[str] = Field(default_factory=list, alias="volumeRoots")
+    dataset_urls: list[str] | None = Field(default=None, alias="datasetUrls")
     namespaces: list[str] | None = None
     service_accounts: list[str] = Field(default_factory=list, alias="serviceAccounts")
     volume_claims: list[str] = Field(default_factory=list, alias="volumeClaims")
@@ -526,6 +542,7 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy:
         allow_remote_code=parsed.allow_remote_code,
         data_roots=roots["data_roots"],
         volume_roots=roots["volume_roots"],
+        dataset_urls=tuple(parsed.dataset_urls) if parsed.dataset_urls is not None else ("https://*",),
         namespaces=tuple(parsed.namespaces) if parsed.namespaces is not None else ("default",),
         service_accounts=tuple(parsed.service_accounts),
         volume_claims=tuple(parsed.volume_claims),

@@ -102,6 +102,16 @@ def test_kubernetes_namespaces_service_accounts_and_claims() -> None:
     assert refused(text, both) == []
 
 
+def test_dataset_urls() -> None:
+    dataset = "dataset: {kind: synthetic, input: {mean: 512, stddev: 64}, output: {mean: 128}}"
+    text = GOOD.replace(
+        dataset, "dataset: {kind: jsonl, url: 'https://intranet.example/x.jsonl', output: {mean: 8}}"
+    )
+    assert refused(text) == []
+    [problem] = refused(text, Policy(dataset_urls=("https://huggingface.co/*",)))
+    assert "spec.workload.dataset.url" in problem and "datasetUrls" in problem
+
+
 def test_check_host_path(tmp_path: Path) -> None:
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "escape").symlink_to("/etc")
