@@ -11,26 +11,40 @@ from pathlib import Path
 from backends.validation import check_spec
 from specs.errors import SpecError
 from specs.loader import LoadedSpec, load_spec, load_specs_from_paths
+from specs.policy import Policy, check_policy
 
 
-def check_loaded(loaded: LoadedSpec) -> LoadedSpec:
-    """Raise :class:`SpecError` when the engine rules reject a schema-valid spec."""
+def check_loaded(
+    loaded: LoadedSpec, *, policy: Policy | None = None, checkout: Path | None = None
+) -> LoadedSpec:
+    """Raise :class:`SpecError` when the engine rules reject a schema-valid spec, or, given a
+    ``policy``, when the spec oversteps it (``checkout``: where its relative paths start)."""
     problems = check_spec(loaded)
+    if policy is not None:
+        problems += check_policy(loaded, policy, checkout=checkout)
     if problems:
         raise SpecError(problems)
     return loaded
 
 
-def load_checked(path: str | os.PathLike[str]) -> LoadedSpec:
-    return check_loaded(load_spec(path))
+def load_checked(
+    path: str | os.PathLike[str], *, policy: Policy | None = None, checkout: Path | None = None
+) -> LoadedSpec:
+    return check_loaded(load_spec(path), policy=policy, checkout=checkout)
 
 
-def check_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, LoadedSpec | SpecError]]:
+def check_paths(
+    paths: Iterable[str | os.PathLike[str]], *, policy: Policy | None = None
+) -> list[tuple[Path, LoadedSpec | SpecError]]:
+    """Check every spec file; with a ``policy``, relative paths start at each file's repository."""
+    from reconciler.cli.run import spec_base_dir
+
     out: list[tuple[Path, LoadedSpec | SpecError]] = []
     for path, result in load_specs_from_paths(paths):
         if isinstance(result, LoadedSpec):
             try:
-                result = check_loaded(result)
+                checkout = spec_base_dir(path) if policy is not None else None
+                result = check_loaded(result, policy=policy, checkout=checkout)
             except SpecError as exc:
                 out.append((path, exc))
                 continue

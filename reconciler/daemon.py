@@ -29,6 +29,7 @@ from reconciler.sdnotify import Notifier
 from reconciler.session import open_session
 from reconciler.workspace import Workspace
 from specs.errors import TransientError
+from specs.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class DaemonConfig:
     fake_gpus: str | None = None
     push: bool = True
     stop_timeout: float = 90.0
+    #: the operator policy (docs/security.md); the default policy when not given
+    policy: Policy = field(default_factory=Policy)
 
 
 def _summary(report: PassReport, running: int) -> str:
@@ -115,7 +118,7 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
 
     ready = False
     failure = Backoff()
-    with open_session(cfg.state_dir, fake_gpus=cfg.fake_gpus) as session:
+    with open_session(cfg.state_dir, fake_gpus=cfg.fake_gpus, policy=cfg.policy) as session:
         ws = Workspace(
             cfg.repo,
             cfg.state_dir / "repo",

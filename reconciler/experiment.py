@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -30,7 +31,9 @@ from backends.workloads import Workload
 from core.clock import now
 from core.faults import crash_point
 from reconciler.study import Measurement
+from specs.errors import UserError
 from specs.model import TuningSpec
+from specs.paths import UnsafePath, inside_roots
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord
 from specs.space import Config
 
@@ -91,9 +94,18 @@ def with_local_model(spec: TuningSpec, base_dir: Path | None) -> TuningSpec:
     where the repository is checked out.
     """
     model = spec.spec.model
-    if base_dir is None or Path(model.id).is_absolute() or not (base_dir / model.id).exists():
+    if base_dir is None or Path(model.id).is_absolute() or not os.path.lexists(base_dir / model.id):
         return spec
-    local = model.model_copy(update={"id": str((base_dir / model.id).resolve())})
+    try:
+        # a committed symlink must not lead the engine out of the repository (docs/security.md);
+        # absolute ids were checked against the operator's dataRoots at validation
+        resolved = inside_roots(model.id, [base_dir], base=base_dir)
+    except UnsafePath:
+        raise UserError(
+            f"model.id {model.id!r} resolves outside the repository",
+            hint="commit the model files themselves, or give an absolute path under dataRoots",
+        ) from None
+    local = model.model_copy(update={"id": str(resolved)})
     return spec.model_copy(update={"spec": spec.spec.model_copy(update={"model": local})})
 
 

@@ -44,6 +44,8 @@ def git(args: Sequence[str], cwd: Path | str, *, timeout: float = 120, check: bo
             env=git_env(),
             capture_output=True,
             text=True,
+            # file names are bytes chosen by whoever pushed: never a UnicodeDecodeError
+            errors="surrogateescape",
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )

@@ -8,6 +8,20 @@ Running a pass twice with nothing new starts no experiment and makes no commit.
 Threads: the pass itself runs in one thread; each study runs in its own worker thread, started by
 the pass and stopped (via its stop event) when its spec changes, is deleted or suspended. Every
 write under ``results/`` goes through one commit-back writer, so there is a single git writer.
+
+Spec files are untrusted input (docs/security.md), which shapes three rules here:
+
+* **One identity rule.** A spec is its ``metadata.name`` (it names ``results/<name>/``); an
+  invalid file claims the name it would write to (its ``metadata.name`` when readable, else its
+  file stem). When several files claim one name, exactly one *holds* it, decided the same way on
+  every pass and every host: the file that ``results/<name>/status.json`` already names, else
+  the file added to the history first, else the first path. The others are refused with a
+  located message naming the holder, write nothing and never stop the holder's study.
+* **Per-spec isolation.** Each spec's step of a pass runs under its own ``try``: an unexpected
+  error is logged with the spec's name and the pass goes on with the others.
+* **Bounded work before validation.** A file above the loader's size cap is never parsed, not
+  even to find a fallback name or a placement; the raw YAML of invalid files is read with the
+  loader's node budget (``yaml.safe_load`` would expand an alias bomb) and cached by content.
 """
 
 from __future__ import annotations
@@ -24,19 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from reconciler.checking import check_loaded
-from reconciler.git import GitError
+from reconciler.git import GitError, git
 from reconciler.logs import log_event
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec, write_status
 from reconciler.session import Session
-from reconciler.status import build_status
+from reconciler.status import Phase, build_status
 from reconciler.workspace import Workspace
 from specs.errors import SpecError, SpecProblem, TransientError, UserError
-from specs.loader import LoadedSpec, load_spec_text
+from specs.loader import MAX_BYTES, LoadedSpec, load_spec_text, parse_yaml
 from specs.model import DNS1123_LABEL
+from specs.paths import real_dir
+from specs.policy import Policy, check_policy
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +58,45 @@ BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 3600.0
 
 
-def fallback_name(path: str, text: bytes) -> str:
+def raw_yaml(text: bytes) -> object:
+    """The plain data of a spec file that may be invalid, or None: never for a file above the
+    loader's size cap, and always with the loader's node budget and depth limit."""
+    if len(text) > MAX_BYTES or b"\x00" in text:
+        return None
+    try:
+        data, _ = parse_yaml(text.decode("utf-8"), "<spec>")
+    except (SpecError, UnicodeDecodeError):
+        return None
+    return data
+
+
+def _printable_path(path: str) -> str:
+    """A spec path as messages show it: control characters escaped (``specs/b\\nx.yaml``)."""
+    if not _has_control(path):
+        return path
+    return (
+        path.encode("utf-8", "surrogateescape")
+        .decode("ascii", "backslashreplace")
+        .encode("unicode_escape")
+        .decode("ascii")
+        .replace("\\\\", "\\")
+    )
+
+
+def _has_control(text: str) -> bool:
+    """Control characters, or bytes that are not UTF-8 (git hands them over as surrogates)."""
+    return any(ord(c) < 32 or ord(c) == 127 or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def fallback_name(path: str, text: bytes, data: object = ...) -> str:
     """A results folder name for a spec that may be invalid: its metadata.name when that is a
     valid label, else a sanitized file stem."""
-    try:
-        data = yaml.safe_load(text[:65536]) if len(text) < 1_000_000 else None
-        name = data.get("metadata", {}).get("name") if isinstance(data, dict) else None
-        if isinstance(name, str) and DNS1123_LABEL.match(name) and len(name) <= 63:
-            return name
-    except Exception:  # invalid YAML: fall back to the file name
-        pass
+    if data is ...:
+        data = raw_yaml(text)
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(name, str) and DNS1123_LABEL.match(name) and len(name) <= 63:
+        return name
     stem = Path(path).stem.lower()
     stem = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:63].strip("-")
     return stem or "invalid-spec"
@@ -78,6 +121,10 @@ class SpecEntry:
     loaded: LoadedSpec | None
     problems: list[SpecProblem]
     text: bytes = b""
+    #: the file that holds this entry's name, when another file does (the identity rule)
+    held_by: str | None = None
+    #: raw YAML of an invalid file (for its placement), parsed once per content
+    raw: object = None
 
 
 @dataclass
@@ -87,7 +134,9 @@ class Running:
     generation: str
 
 
-Action = Literal["stalled", "suspended", "done", "run", "running", "skipped", "backoff", "queued"]
+Action = Literal[
+    "stalled", "suspended", "done", "run", "running", "skipped", "backoff", "queued", "conflict", "error"
+]
 
 
 @dataclass
@@ -107,8 +156,10 @@ class Reconciler:
         site_dir: Path | None = None,
         max_parallel: int = 4,
         progress_factory: Callable[[LoadedSpec], Callable[..., None] | None] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.ws = workspace
+        self.policy = policy or session.policy
         self.session = session
         self.labels = labels or {}
         self.site_dir = site_dir
@@ -116,6 +167,9 @@ class Reconciler:
         self.progress_factory = progress_factory
         self.running: dict[str, Running] = {}
         self._checked: dict[tuple[str, bytes], LoadedSpec | SpecError] = {}
+        self._raw: dict[bytes, object] = {}
+        #: (path, holder) conflicts already logged: a conflict is logged once, not every pass
+        self._told: set[tuple[str, str]] = set()
         self.backoff: dict[str, Backoff] = {}
         self.revision: str | None = None
         self._dirty = threading.Event()
@@ -127,25 +181,85 @@ class Reconciler:
     def desired(self, revision: str) -> list[SpecEntry]:
         files = self.ws.spec_files(revision)
         entries: list[SpecEntry] = []
-        seen: dict[str, str] = {}
         cache: dict[tuple[str, bytes], LoadedSpec | SpecError] = {}
+        raw_cache: dict[bytes, object] = {}
         for path in sorted(files):
             text = files[path]
+            if _has_control(path):
+                shown = _printable_path(path)
+                problem = SpecProblem(
+                    shown,
+                    None,
+                    "",
+                    "the file name contains control characters (a newline or tab?): rename the file",
+                )
+                raw = self._raw_of(text, raw_cache)
+                entries.append(
+                    SpecEntry(path, fallback_name(path, text, raw), None, [problem], text, raw=raw)
+                )
+                continue
             try:
                 loaded = self._check(path, text, cache)
-                name = loaded.name
-                if name in seen:
-                    problem = loaded.problem(
-                        ("metadata", "name"), f"name {name!r} is also used by {seen[name]}"
-                    )
-                    entries.append(SpecEntry(path, name, None, [problem], text))
-                    continue
-                seen[name] = path
-                entries.append(SpecEntry(path, name, loaded, [], text))
+                entries.append(SpecEntry(path, loaded.name, loaded, [], text))
             except SpecError as exc:
-                entries.append(SpecEntry(path, fallback_name(path, text), None, exc.problems, text))
+                raw = self._raw_of(text, raw_cache)
+                entries.append(
+                    SpecEntry(path, fallback_name(path, text, raw), None, exc.problems, text, raw=raw)
+                )
         self._checked = cache
+        self._raw = raw_cache
+        self._apply_identity(entries, revision)
         return entries
+
+    def _raw_of(self, text: bytes, cache: dict[bytes, object]) -> object:
+        key = hashlib.sha256(text).digest()
+        if key not in cache:
+            cache[key] = self._raw[key] if key in self._raw else raw_yaml(text)
+        return cache[key]
+
+    def _apply_identity(self, entries: list[SpecEntry], revision: str) -> None:
+        """The identity rule (module docstring): one holder per name, the others refused."""
+        by_name: dict[str, list[SpecEntry]] = {}
+        for entry in entries:
+            by_name.setdefault(entry.name, []).append(entry)
+        for name, group in by_name.items():
+            if len(group) < 2:
+                continue
+            holder = self._holder(name, group, revision)
+            for entry in group:
+                if entry is holder:
+                    continue
+                message = (
+                    f"name {name!r} is already used by {_printable_path(holder.path)}, which holds "
+                    f"results/{name}/; give this spec another metadata.name (names must be unique "
+                    "across all spec files, valid or not)"
+                )
+                line = entry.loaded.line_of(("metadata", "name")) if entry.loaded is not None else None
+                entry.problems = [SpecProblem(_printable_path(entry.path), line, "metadata.name", message)]
+                entry.loaded = None
+                entry.held_by = holder.path
+
+    def _holder(self, name: str, group: list[SpecEntry], revision: str) -> SpecEntry:
+        old = ResultsStore(self.ws.results_dir, name).status()
+        if old is not None and old.spec_file is not None:
+            for entry in group:
+                if entry.path == old.spec_file:
+                    return entry
+        order = {entry.path: self._added_at(entry.path, revision) for entry in group}
+        return min(group, key=lambda e: (order[e.path], e.path))
+
+    def _added_at(self, path: str, revision: str) -> int:
+        """How many commits precede the one that added ``path`` (the history's order, which
+        commit times cannot give: they tie within a second and can be set by the author)."""
+        try:
+            added = git(
+                ["log", "--format=%H", "--diff-filter=A", revision, "--", path], self.ws.clone_dir
+            ).split()
+            if not added:
+                return 1 << 62
+            return int(git(["rev-list", "--count", added[-1]], self.ws.clone_dir).strip())
+        except (GitError, ValueError):
+            return 1 << 62
 
     def _check(
         self, path: str, text: bytes, cache: dict[tuple[str, bytes], LoadedSpec | SpecError]
@@ -156,9 +270,25 @@ class Reconciler:
         result = self._checked.get(key)
         if result is None:
             try:
-                result = check_loaded(load_spec_text(text, path))
+                loaded = check_loaded(load_spec_text(text, path))
+                problems = check_policy(loaded, self.policy, checkout=self.ws.clone_dir)
+                result = SpecError(problems) if problems else loaded
             except SpecError as exc:
                 result = exc
+            except Exception:
+                # a bug in validation must not take the pass (and every other spec) down with it
+                log.exception("validating %s failed unexpectedly (a bug); the spec is held back", path)
+                result = SpecError(
+                    [
+                        SpecProblem(
+                            _printable_path(path),
+                            None,
+                            "",
+                            "the daemon could not validate this spec (an internal error, logged); "
+                            "it is retried when the file changes or the daemon restarts",
+                        )
+                    ]
+                )
         cache[key] = result
         if isinstance(result, SpecError):
             raise result
@@ -167,12 +297,15 @@ class Reconciler:
     def _may_claim(self, entry: SpecEntry) -> bool:
         """An invalid spec's placement cannot be trusted; with several labelled hosts, only a host
         whose labels match a placement found in the raw YAML reports it (else all would write)."""
-        try:
-            data = yaml.safe_load(entry.text) or {}
-            wanted = data.get("spec", {}).get("placement", {}).get("matchLabels", {})
-            return isinstance(wanted, dict) and all(self.labels.get(k) == v for k, v in wanted.items())
-        except Exception:
+        data = entry.raw
+        if not isinstance(data, dict):
             return True
+        body = data.get("spec")
+        placement = body.get("placement") if isinstance(body, dict) else None
+        wanted = placement.get("matchLabels") if isinstance(placement, dict) else None
+        if wanted is None:
+            return True
+        return isinstance(wanted, dict) and all(self.labels.get(k) == v for k, v in wanted.items())
 
     def selects(self, loaded: LoadedSpec) -> bool:
         placement = loaded.spec.spec.placement
@@ -190,10 +323,15 @@ class Reconciler:
         report = PassReport(revision=revision)
         entries = self.desired(revision)
         results = self.ws.results_dir
+        self._own_results_dir()
         wanted = set()
         for entry in entries:
             wanted.add(entry.name)
-            report.actions[entry.name] = self._reconcile_one(entry, revision, results)
+            if entry.held_by is not None:
+                self._refuse(entry)
+                report.actions.setdefault(entry.name, "conflict")
+                continue
+            report.actions[entry.name] = self._step(entry, revision, results)
         for name in list(self.running):
             if name not in wanted:
                 log.info("spec %s was deleted: stopping its study (results stay)", name)
@@ -209,13 +347,52 @@ class Reconciler:
                 self.flush()
                 while queued and len(self.running) < self.max_parallel:
                     entry = queued.pop(0)
-                    report.actions[entry.name] = self._reconcile_one(entry, revision, results)
+                    report.actions[entry.name] = self._step(entry, revision, results)
             # a study that just finished wrote its final status
             for entry in entries:
                 if entry.loaded is not None and report.actions.get(entry.name) == "run":
                     report.actions[entry.name] = "done"
         report.committed = self.flush()
         return report
+
+    def _own_results_dir(self) -> None:
+        """``results/`` itself must be the daemon's folder: a pushed symlink there is replaced
+        (the commit-back then records its removal), never written through."""
+        replaced: list[Path] = []
+        real_dir(self.ws.clone_dir, ["results"], replaced=replaced)
+        for path in replaced:
+            log.warning("%s was a symlink or a file: replaced by the daemon's own folder", path)
+
+    def _refuse(self, entry: SpecEntry) -> None:
+        """A file refused by the identity rule writes nothing (the name's folder is the holder's):
+        it is logged once per (file, holder), with the located message."""
+        assert entry.held_by is not None
+        key = (entry.path, entry.held_by)
+        if key in self._told:
+            return
+        self._told.add(key)
+        log_event(
+            log,
+            logging.WARNING,
+            "spec refused: name in use",
+            spec=entry.name,
+            file=_printable_path(entry.path),
+            holder=_printable_path(entry.held_by),
+            first=str(entry.problems[0]) if entry.problems else None,
+        )
+
+    def _step(self, entry: SpecEntry, revision: str, results: Path) -> Action:
+        """One spec's step of a pass; whatever goes wrong stays with that spec."""
+        try:
+            return self._reconcile_one(entry, revision, results)
+        except (TransientError, OSError) as exc:
+            delay = self.backoff.setdefault(entry.name, Backoff()).fail()
+            log.warning("spec=%s: %s; retrying in %.0fs", entry.name, exc, delay)
+            return "backoff"
+        except Exception:
+            log.exception("spec=%s: reconciling it failed; the other specs go on", entry.name)
+            self.backoff.setdefault(entry.name, Backoff()).fail()
+            return "error"
 
     def _reconcile_one(self, entry: SpecEntry, revision: str, results: Path) -> Action:
         store = ResultsStore(results, entry.name)
@@ -293,6 +470,7 @@ class Reconciler:
             leaser=self.session.leaser,
             revision=revision,
             spec_file=entry.path,
+            policy=self.policy,
         )
 
     def _start(self, entry: SpecEntry, loaded: LoadedSpec, revision: str) -> None:
@@ -302,6 +480,15 @@ class Reconciler:
         ctx.on_change = self.changed
         ctx.progress = self.progress_factory(loaded) if self.progress_factory else None
 
+        def record(phase: Phase, message: str, reason: str) -> None:
+            # the status must say why the study stopped; else it reads "Reconciling" forever
+            try:
+                store = ResultsStore(ctx.results_root, entry.name)
+                if write_status(loaded.spec, store, ctx, phase, message, reason=reason):
+                    self.changed(f"{entry.name}: {reason}")
+            except Exception:
+                log.exception("spec=%s: recording why its study stopped failed", entry.name)
+
         def work() -> None:
             try:
                 ctx.backend = self.session.backend(loaded)
@@ -309,12 +496,18 @@ class Reconciler:
                 self.backoff.pop(entry.name, None)
             except UserError as exc:
                 log.warning("spec=%s stalled: %s", entry.name, exc)
+                record("stalled", str(exc), "InvalidInput")
             except (TransientError, OSError) as exc:
                 delay = self.backoff.setdefault(entry.name, Backoff()).fail()
                 log.warning("spec=%s transient error, retrying in %.0fs: %s", entry.name, delay, exc)
             except Exception:
                 log.exception("spec=%s study crashed", entry.name)
-                self.backoff.setdefault(entry.name, Backoff()).fail()
+                delay = self.backoff.setdefault(entry.name, Backoff()).fail()
+                record(
+                    "failed",
+                    f"the study stopped on an internal error (in the daemon's log); retrying in {delay:.0f}s",
+                    "StudyCrashed",
+                )
 
         thread = threading.Thread(target=work, name=f"study-{entry.name}", daemon=True)
         self.running[entry.name] = Running(thread, stop, loaded.spec.generation())

@@ -3,12 +3,21 @@
 ``experiments/NNNN.json`` files are written once, atomically, and never rewritten; ids are given
 in completion order under a lock. ``status.json`` and ``best/`` are rewritten only when their
 bytes change, so a reconcile pass with nothing new leaves git with nothing to commit.
+
+The folder is in a repository anyone with push access writes to (docs/security.md), so nothing
+here follows a symlink: every folder is checked component by component below the results root
+(:func:`specs.paths.real_dir`: a symlink where our folder belongs is replaced by a real one, and
+the commit-back then records its removal), files are read with ``O_NOFOLLOW`` and a byte cap,
+and a symlinked ``study.journal`` is removed before Optuna opens it for appending. Messages about
+unreadable files name the reason, never the content.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,9 +25,28 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.atomic import TEMP_SUFFIX, write_bytes
+from specs.paths import UnsafePath, is_real_dir, read_regular, real_dir
 from specs.records import ExperimentRecord, StatusRecord
 
 log = logging.getLogger(__name__)
+
+#: largest status or record read back (they are written by us: a few kB, tens with a log tail)
+MAX_READ_BYTES = 8 * 1024 * 1024
+
+
+def _why(exc: Exception) -> str:
+    """Why a file could not be read, without quoting it (pydantic's messages quote the input)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        if not errors:
+            return "not a valid record"
+        loc = ".".join(str(x) for x in errors[0]["loc"]) or "document"
+        return f"{len(errors)} validation error(s), first at {loc}: {errors[0]['type']}"
+    if isinstance(exc, UnsafePath):
+        return "not a regular file or too large; not read"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
 
 
 def dumps(data: object) -> bytes:
@@ -29,9 +57,9 @@ def dumps(data: object) -> bytes:
 def write_if_changed(path: Path, data: bytes) -> bool:
     """Write atomically unless the file already holds exactly these bytes."""
     try:
-        if path.read_bytes() == data:
+        if read_regular(path, max(len(data), 1)) == data:
             return False
-    except FileNotFoundError:
+    except OSError:  # missing, a symlink, too large, ...: the rename below replaces the entry
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(path, data)
@@ -51,11 +79,31 @@ class ResultsStore:
         self.best_dir = self.dir / "best"
         self._lock = threading.Lock()
 
+    def _real(self, *parts: str) -> None:
+        """Make ``results/<name>/<parts>`` real folders, replacing planted symlinks."""
+        replaced: list[Path] = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        real_dir(self.root, (self.name, *parts), replaced=replaced)
+        for path in replaced:
+            log.warning(
+                "%s was a symlink or a file in the daemon's results folder: replaced by a folder "
+                "(the daemon never writes through symlinks; docs/security.md)",
+                path,
+            )
+
     def ensure(self) -> None:
-        self.experiments_dir.mkdir(parents=True, exist_ok=True)
+        self._real("experiments")
+        if os.path.islink(self.journal) or (
+            os.path.lexists(self.journal) and not os.path.isfile(self.journal)
+        ):
+            log.warning("%s is not a regular file: removed (Optuna would follow it)", self.journal)
+            if is_real_dir(self.journal):
+                shutil.rmtree(self.journal)
+            else:
+                os.unlink(self.journal)
         # temp files of an atomic write that a crash interrupted: garbage, never to be committed
         for folder in (self.dir, self.experiments_dir, self.best_dir):
-            for stale in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else ():
+            for stale in folder.glob(f".*{TEMP_SUFFIX}") if is_real_dir(folder) else ():
                 stale.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ experiments
@@ -63,13 +111,13 @@ class ResultsStore:
     def experiments(self) -> list[ExperimentRecord]:
         """Every readable record, by id. A corrupt file is logged and skipped, never fatal."""
         out: list[ExperimentRecord] = []
-        if not self.experiments_dir.is_dir():
+        if not is_real_dir(self.dir) or not is_real_dir(self.experiments_dir):
             return out
         for path in sorted(self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json")):
             try:
-                out.append(ExperimentRecord.model_validate_json(path.read_bytes()))
+                out.append(ExperimentRecord.model_validate_json(read_regular(path, MAX_READ_BYTES)))
             except (OSError, ValidationError, ValueError) as exc:
-                log.warning("skipping unreadable experiment record %s: %s", path, exc)
+                log.warning("skipping unreadable experiment record %s: %s", path, _why(exc))
         return out
 
     def next_id(self) -> str:
@@ -92,25 +140,29 @@ class ResultsStore:
     # ------------------------------------------------------------------ status, best
 
     def status(self) -> StatusRecord | None:
+        if not is_real_dir(self.dir):
+            return None
         try:
-            return StatusRecord.model_validate_json(self.status_path.read_bytes())
+            return StatusRecord.model_validate_json(read_regular(self.status_path, MAX_READ_BYTES))
         except FileNotFoundError:
             return None
         except (OSError, ValidationError, ValueError) as exc:
-            log.warning("unreadable status %s: %s", self.status_path, exc)
+            log.warning("unreadable status %s: %s", self.status_path, _why(exc))
             return None
 
     def write_status(self, status: StatusRecord) -> bool:
+        self._real()
         return write_if_changed(self.status_path, dumps(status.dump()))
 
     def write_best(self, files: Mapping[str, str]) -> bool:
         """Replace ``best/`` with exactly these files; True when anything changed."""
         changed = False
-        self.best_dir.mkdir(parents=True, exist_ok=True)
+        self._real("best")
         for name, content in files.items():
             changed |= write_if_changed(self.best_dir / name, content.encode())
         for stale in self.best_dir.iterdir():
-            if stale.name not in files and stale.is_file():
+            # a file or a symlink (unlinking a symlink removes the link, never its target)
+            if stale.name not in files and (stale.is_symlink() or stale.is_file()):
                 stale.unlink()
                 changed = True
         return changed

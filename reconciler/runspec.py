@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,14 @@ from reconciler.study import Progress, Study, StudyOutcome
 from specs.errors import MissingExtraError, UserError
 from specs.loader import LoadedSpec
 from specs.model import TuningSpec
+from specs.policy import Policy
 from specs.ranking import best, pareto_front
 from specs.records import ExperimentRecord
 
 log = logging.getLogger(__name__)
 
 
-def make_backend(spec: TuningSpec, state_dir: Path) -> DeployBackend:
+def make_backend(spec: TuningSpec, state_dir: Path, policy: Policy | None = None) -> DeployBackend:
     kind = spec.spec.backend.kind
     if kind == "local":
         from backends.deploy.local import LocalBackend
@@ -39,7 +40,7 @@ def make_backend(spec: TuningSpec, state_dir: Path) -> DeployBackend:
         problem = get_engine(spec.spec.engine.name, spec.spec.engine.variant).local_problem()
         if problem is not None:
             raise problem
-        return LocalBackend(state_dir)
+        return LocalBackend(state_dir, policy=policy or Policy())
     if kind == "docker":
         try:
             import docker  # noqa: F401
@@ -71,6 +72,8 @@ class RunContext:
     spec_file: str | None = None
     #: called after every write under results/ (the reconciler commits, the site rebuilds)
     on_change: Callable[[str], None] | None = None
+    #: the operator's policy (dataset roots, engine environment); docs/security.md
+    policy: Policy = field(default_factory=Policy)
 
 
 def write_best(spec: TuningSpec, store: ResultsStore, records: list[ExperimentRecord]) -> bool:
@@ -131,8 +134,9 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
             seed=spec.spec.search.seed,
             base_dir=ctx.base_dir,
             cache_dir=ctx.state_dir / "datasets",
+            roots=ctx.policy.data_roots_for(ctx.base_dir),
         )
-        backend = ctx.backend or make_backend(spec, ctx.state_dir)
+        backend = ctx.backend or make_backend(spec, ctx.state_dir, ctx.policy)
     except UserError as exc:
         write_status(spec, store, ctx, "stalled", str(exc), reason="InvalidInput")
         _changed(ctx, spec.name)

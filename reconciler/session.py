@@ -19,6 +19,7 @@ from reconciler.runspec import RunContext, make_backend, run_spec, write_status
 from reconciler.study import Progress, StudyOutcome
 from specs.errors import UserError
 from specs.loader import LoadedSpec
+from specs.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,14 @@ class Session:
     leaser: GpuLeaser
     backends: dict[str, DeployBackend] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the operator's policy (docs/security.md); every study of the session runs under it
+    policy: Policy = field(default_factory=Policy)
 
     def backend(self, loaded: LoadedSpec) -> DeployBackend:
         kind = loaded.spec.spec.backend.kind
         with self.lock:
             if kind not in self.backends:
-                backend = make_backend(loaded.spec, self.state_dir)
+                backend = make_backend(loaded.spec, self.state_dir, self.policy)
                 removed = backend.cleanup_orphans()
                 if removed:
                     log.warning(
@@ -67,6 +70,7 @@ class Session:
             stop=stop,
             revision=revision,
             spec_file=spec_file,
+            policy=self.policy,
         )
         try:
             ctx.backend = self.backend(loaded)
@@ -92,12 +96,14 @@ class Session:
 
 
 @contextmanager
-def open_session(state_dir: Path, *, fake_gpus: str | None = None) -> Iterator[Session]:
+def open_session(
+    state_dir: Path, *, fake_gpus: str | None = None, policy: Policy | None = None
+) -> Iterator[Session]:
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     gpus = discover_gpus(fake_gpus)
     leaser = GpuLeaser(gpus, lock_dir=state_dir / "gpu-locks")
-    session = Session(state_dir=state_dir, gpus=gpus, leaser=leaser)
+    session = Session(state_dir=state_dir, gpus=gpus, leaser=leaser, policy=policy or Policy())
     try:
         yield session
     finally:

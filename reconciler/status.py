@@ -54,6 +54,30 @@ def best_summary(records: Sequence[ExperimentRecord], spec: TuningSpec | None) -
     ]
 
 
+#: the longest condition message and problem message kept in status.json, and the most problems
+MAX_MESSAGE_CHARS = 2000
+MAX_PROBLEM_CHARS = 500
+MAX_PROBLEMS = 50
+
+
+def cap_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 24] + f"... ({len(text) - limit + 24} more chars)"
+
+
+def cap_problems(problems: Sequence[SpecProblem]) -> list[SpecProblem]:
+    """At most :data:`MAX_PROBLEMS` problems, each message at most :data:`MAX_PROBLEM_CHARS`."""
+    kept = [
+        SpecProblem(p.file, p.line, p.path[:200], cap_text(p.message, MAX_PROBLEM_CHARS))
+        for p in problems[:MAX_PROBLEMS]
+    ]
+    if len(problems) > MAX_PROBLEMS:
+        first = problems[0]
+        kept.append(
+            SpecProblem(first.file, None, "", f"... and {len(problems) - MAX_PROBLEMS} more problems")
+        )
+    return kept
+
+
 def build_status(
     *,
     name: str,
@@ -67,6 +91,10 @@ def build_status(
     spec_file: str | None = None,
     reason: str | None = None,
 ) -> StatusRecord:
+    # a message can carry text from the user's files (a dataset's header, a spec's value): capped,
+    # so a hostile file cannot make status.json (committed on every change) megabytes long
+    message = cap_text(message, MAX_MESSAGE_CHARS)
+    problems = cap_problems(problems)
     generation = spec.generation() if spec is not None else (old.observed_generation if old else None)
     gen_records = [r for r in records if r.generation == generation] if generation else []
     ready_reason = {

@@ -113,13 +113,15 @@ class Workspace:
         paths = [p for p in listing.split("\0") if p.endswith((".yaml", ".yml"))]
         if not paths:
             return {}
+        # -z: requests end with NUL, so a path holding a newline (a file name is the pusher's
+        # choice) cannot split a request in two and shift every answer after it
         proc = subprocess.run(
-            ["git", "cat-file", "--batch"],
+            ["git", "cat-file", "--batch", "-z"],
             cwd=self.clone_dir,
             env=git_env(),
             check=True,
             timeout=120,
-            input="".join(f"{revision}:{p}\n" for p in paths).encode(),
+            input=b"".join(f"{revision}:{p}".encode("utf-8", "surrogateescape") + b"\0" for p in paths),
             capture_output=True,
         )
         out: dict[str, bytes] = {}
@@ -128,10 +130,15 @@ class Workspace:
         for path in paths:
             header_end = data.index(b"\n", pos)
             header = data[pos:header_end].split()
-            if len(header) < 3 or header[1] != b"blob":
+            if header[-1:] == [b"missing"]:  # e.g. a submodule's commit: no content follows
                 pos = header_end + 1
                 continue
+            if len(header) != 3 or not header[2].isdigit():
+                raise GitError(f"unexpected answer from git cat-file for {path!r}")
             size = int(header[2])
+            if header[1] != b"blob":
+                pos = header_end + 1 + size + 1
+                continue
             out[path] = data[header_end + 1 : header_end + 1 + size]
             pos = header_end + 1 + size + 1
         return out

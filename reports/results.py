@@ -9,17 +9,25 @@ never stops the build, because one broken record must not hide every other spec'
 Folder names become parts of URLs. Spec names are DNS-1123 labels by the spec schema, but the
 report does not trust that: a name that is not a plain lowercase slug gets a sanitized slug with
 a hash suffix, so two odd names never share a page and no name can climb out of the site.
+
+``results/`` is in a repository anyone with push access writes to, so nothing here follows a
+symlink (docs/security.md): a spec folder, ``experiments/`` or ``best/`` that is a symlink is not
+a spec's results, and a file that is one is listed as unreadable, never read (a pushed
+``best/command.sh -> /proc/self/environ`` would otherwise put the daemon's environment on the
+site). Every file is read with a byte cap.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from specs.paths import NotRegular, TooLarge, is_real_dir, read_regular
 from specs.records import ExperimentRecord, StatusRecord
 
 STATUS_FILE = "status.json"
@@ -29,6 +37,8 @@ BEST_DIR = "best"
 BEST_FILES = ("command.sh", "docker-run.sh", "deployment.yaml", "engine-args.json", "pareto.json")
 #: largest best/ file the page embeds (a deployment is a few kB; anything huge is not ours)
 MAX_BEST_BYTES = 256 * 1024
+#: largest status or experiment record read (a record with a long log tail is tens of kB)
+MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 _SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -43,9 +53,9 @@ def slug(name: str) -> str:
 
 def is_spec_dir(path: Path) -> bool:
     return (
-        path.is_dir()
+        is_real_dir(path)
         and not path.name.startswith(".")
-        and ((path / STATUS_FILE).is_file() or (path / EXPERIMENTS_DIR).is_dir())
+        and (os.path.lexists(path / STATUS_FILE) or is_real_dir(path / EXPERIMENTS_DIR))
     )
 
 
@@ -58,7 +68,7 @@ def spec_dirs(results_dir: Path) -> list[Path]:
 
 def experiment_files(spec_dir: Path) -> list[Path]:
     folder = spec_dir / EXPERIMENTS_DIR
-    if not folder.is_dir():
+    if not is_real_dir(folder):
         return []
     return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
 
@@ -112,11 +122,17 @@ def _reason(exc: Exception) -> str:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "file"
         return f"not a valid record: {where}: {first.get('msg', 'invalid')}"
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, NotRegular):
+        return "not a regular file (a symlink, device or pipe): not read"
+    if isinstance(exc, TooLarge):
+        return "larger than the size limit: not read"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def read_experiment(path: Path) -> ExperimentRecord:
-    return ExperimentRecord.model_validate_json(path.read_bytes())
+    return ExperimentRecord.model_validate_json(read_regular(path, MAX_RECORD_BYTES))
 
 
 def load_spec(spec_dir: Path) -> SpecResults:
@@ -124,9 +140,9 @@ def load_spec(spec_dir: Path) -> SpecResults:
     unreadable: list[tuple[str, str]] = []
     status: StatusRecord | None = None
     status_path = spec_dir / STATUS_FILE
-    if status_path.is_file():
+    if os.path.lexists(status_path):
         try:
-            status = StatusRecord.model_validate_json(status_path.read_bytes())
+            status = StatusRecord.model_validate_json(read_regular(status_path, MAX_RECORD_BYTES))
         except (OSError, ValueError) as exc:
             unreadable.append((STATUS_FILE, _reason(exc)))
     records: list[ExperimentRecord] = []
@@ -147,11 +163,14 @@ def load_spec(spec_dir: Path) -> SpecResults:
         sources[record.id] = rel
     records.sort(key=lambda r: (len(r.id), r.id))
     best: dict[str, str] = {}
-    for name in BEST_FILES:
-        path = spec_dir / BEST_DIR / name
+    best_dir = spec_dir / BEST_DIR
+    for name in BEST_FILES if is_real_dir(best_dir) else ():
+        path = best_dir / name
         try:
-            if path.is_file() and path.stat().st_size <= MAX_BEST_BYTES:
-                best[name] = path.read_text(encoding="utf-8", errors="replace")
+            if os.path.lexists(path):
+                best[name] = read_regular(path, MAX_BEST_BYTES).decode("utf-8", errors="replace")
+        except TooLarge:
+            continue  # not ours: the daemon writes a few kB here
         except OSError as exc:
             unreadable.append((f"{BEST_DIR}/{name}", _reason(exc)))
     return SpecResults(spec_dir.name, status, records, best, unreadable, sources)

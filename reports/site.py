@@ -57,8 +57,18 @@ from reports.render import (
     page_name,
     spec_context,
 )
-from reports.results import BEST_DIR, BEST_FILES, EXPERIMENTS_DIR, STATUS_FILE, load_spec, slug, spec_dirs
+from reports.results import (
+    BEST_DIR,
+    BEST_FILES,
+    EXPERIMENTS_DIR,
+    MAX_RECORD_BYTES,
+    STATUS_FILE,
+    load_spec,
+    slug,
+    spec_dirs,
+)
 from specs.errors import UserError
+from specs.paths import is_real_dir, read_regular, real_dir
 
 MANIFEST = ".autotuner-site.json"
 LOCK = ".autotuner-site.lock"
@@ -147,11 +157,17 @@ def _hash_parts(*parts: object) -> str:
 
 
 class _Writer:
-    """Writes pages atomically (temp file + rename) and counts them."""
+    """Writes pages atomically (temp file + rename) and counts them.
 
-    def __init__(self) -> None:
+    Folders below ``root`` (the site folder) are made with :func:`specs.paths.real_dir`, so a
+    symlink planted there is replaced, never written through; files are created with
+    ``O_NOFOLLOW`` and renamed over whatever entry was there (a rename replaces a symlink, not
+    its target)."""
+
+    def __init__(self, root: Path | None = None) -> None:
         self._dirs: set[Path] = set()
         self.pid = os.getpid()
+        self.root = root
 
     def write(self, path: Path, data: str | bytes, *, new: bool = False) -> None:
         """Write ``path`` atomically. ``new=True``: the caller knows no page links here yet, so a
@@ -159,7 +175,11 @@ class _Writer:
         over nothing costs as much again on ext4, and ten thousand new pages add up)."""
         parent = path.parent
         if parent not in self._dirs:
-            parent.mkdir(parents=True, exist_ok=True)
+            if self.root is not None and parent.is_relative_to(self.root):
+                self.root.mkdir(parents=True, exist_ok=True)
+                real_dir(self.root, parent.relative_to(self.root).parts)
+            else:
+                parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(parent)
         payload = data.encode("utf-8") if isinstance(data, str) else data
         if new:
@@ -170,26 +190,33 @@ class _Writer:
             except FileExistsError:
                 pass
         tmp = parent / f".{path.name}.{self.pid}.tmp"
-        with open(tmp, "wb") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a leftover (or a planted symlink) is replaced, never written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.replace(tmp, path)
 
 
 def _scan(spec_dir: Path) -> dict[str, tuple[int, int]]:
     """Relative path -> (size, mtime_ns) of every file the spec's pages are built from."""
+    # lstat throughout: a symlink's own signature, never its target's (reports.results refuses
+    # to read symlinks, so what they point at must not even be hashed)
     out: dict[str, tuple[int, int]] = {}
     with contextlib.suppress(OSError):
-        st = (spec_dir / STATUS_FILE).stat()
+        st = os.lstat(spec_dir / STATUS_FILE)
         out[STATUS_FILE] = (st.st_size, st.st_mtime_ns)
-    with contextlib.suppress(OSError), os.scandir(spec_dir / EXPERIMENTS_DIR) as it:
-        for entry in it:
-            if entry.name.endswith(".json") and not entry.name.startswith(".") and entry.is_file():
-                st = entry.stat()
-                out[f"{EXPERIMENTS_DIR}/{entry.name}"] = (st.st_size, st.st_mtime_ns)
-    for name in BEST_FILES:
-        with contextlib.suppress(OSError):
-            st = (spec_dir / BEST_DIR / name).stat()
-            out[f"{BEST_DIR}/{name}"] = (st.st_size, st.st_mtime_ns)
+    if is_real_dir(spec_dir / EXPERIMENTS_DIR):
+        with contextlib.suppress(OSError), os.scandir(spec_dir / EXPERIMENTS_DIR) as it:
+            for entry in it:
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    st = entry.stat(follow_symlinks=False)
+                    out[f"{EXPERIMENTS_DIR}/{entry.name}"] = (st.st_size, st.st_mtime_ns)
+    if is_real_dir(spec_dir / BEST_DIR):
+        for name in BEST_FILES:
+            with contextlib.suppress(OSError):
+                st = os.lstat(spec_dir / BEST_DIR / name)
+                out[f"{BEST_DIR}/{name}"] = (st.st_size, st.st_mtime_ns)
     return out
 
 
@@ -207,7 +234,7 @@ class _FileHashes:
             digest = str(old[2])
         else:
             try:
-                digest = _hash_bytes(path.read_bytes())
+                digest = _hash_bytes(read_regular(path, MAX_RECORD_BYTES))
             except OSError:
                 digest = "unreadable"
         trusted = sig[1] < self.started_ns - RACY_NS
@@ -354,7 +381,7 @@ class _Done:
 def _render_spec(job: _Job) -> _Done:
     env = _env()
     spec = load_spec(job.spec_dir)
-    writer = _Writer()
+    writer = _Writer(job.page_dir.parent.parent)
     done = _Done({})
     existing = _listing(job.page_dir / EXPERIMENTS_DIR)
     pages: dict[str, str] = {}
@@ -412,7 +439,7 @@ class _Build:
         self.title = title
         self.result = result
         self.workers = workers
-        self.writer = _Writer()
+        self.writer = _Writer(out)
         self.started_ns = time.time_ns()
         self.manifest = _load_manifest(out)
         self.fp = fingerprint(title)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,40 @@ PARALLEL_FIELDS = ("tp", "pp", "dp", "ep", "cp", "dcp", "moe_tp", "moe_ep", "moe
 PARALLEL_BOOL_FIELDS = ("dp_attention",)
 
 Scalar = str | int | float | bool
+
+#: the largest magnitude of a number in a spec: every number ends up in an engine flag, a sampler,
+#: a timer or a system call, and none of them means anything sensible beyond this (1e308 passes
+#: YAML and float(), then overflows a timeout or a sampler deep inside a study)
+MAX_NUMBER = 1e15
+#: seeds feed numpy/Optuna samplers, which take 32-bit unsigned seeds
+MAX_SEED = 2**32 - 1
+MAX_STRING = 4096
+
+
+def _bounded(value: Any) -> Any:
+    """A number that is finite and at most :data:`MAX_NUMBER` in size; a string without control
+    characters (engine flags become argv elements: a NUL cannot be passed to exec at all)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite number")
+        if abs(value) > MAX_NUMBER:
+            raise ValueError(
+                f"{value:g} is out of range: numbers in a spec are at most {MAX_NUMBER:g} in size"
+            )
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise ValueError(f"a value here is at most {MAX_STRING} characters")
+        if any(not c.isprintable() for c in value):
+            raise ValueError("control characters are not allowed in a value")
+    return value
+
+
+BoundedScalar = Annotated[Scalar, AfterValidator(_bounded)]
+Number = Annotated[int | float, AfterValidator(_bounded)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_bounded)]
 
 
 def _slo_key(key: str) -> str:
@@ -121,7 +156,7 @@ class EngineSpec(_Strict):
     variant: Literal["python", "native"] | None = Field(
         default=None, description="llamacpp only: llama-cpp-python server (python) or llama-server (native)."
     )
-    args: dict[FlagName, Scalar] = Field(default_factory=dict, description="Fixed engine flags.")
+    args: dict[FlagName, BoundedScalar] = Field(default_factory=dict, description="Fixed engine flags.")
     env: dict[str, str | EnvFrom] = Field(default_factory=dict)
 
     @field_validator("env")
@@ -130,6 +165,8 @@ class EngineSpec(_Strict):
         for key, value in v.items():
             if not ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
+            if isinstance(value, str):
+                _bounded(value)
             if isinstance(value, str) and SECRET_HINT.search(key):
                 raise ValueError(
                     f"{key} looks like a secret: give it by reference, {{{key}: {{fromEnv: {key}}}}}, "
@@ -152,6 +189,15 @@ Gpus = Literal["auto"] | StrictInt | list[StrictInt]
 class _BackendBase(_Strict):
     gpus: Gpus = Field(default="auto", description="'auto', a count, or a list of device ids.")
     startup_timeout: Duration = Field(default=900.0, alias="startupTimeout")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_bounds(cls, v: Gpus) -> Gpus:
+        if isinstance(v, int) and not isinstance(v, bool) and v > 1024:
+            raise ValueError("gpus is at most 1024")
+        if isinstance(v, list) and (len(v) > 1024 or any(i > 4095 for i in v)):
+            raise ValueError("at most 1024 gpu ids, each below 4096")
+        return v
 
     @field_validator("gpus")
     @classmethod
@@ -202,11 +248,11 @@ Backend = Annotated[LocalBackend | DockerBackend | KubernetesBackend, Field(disc
 class ParamSpec(_Strict):
     """A searched engine flag: either ``values: [...]`` or a ``low``/``high`` range."""
 
-    values: list[Scalar] | None = None
-    low: int | float | None = None
-    high: int | float | None = None
+    values: list[BoundedScalar] | None = Field(default=None, max_length=10_000)
+    low: Number | None = None
+    high: Number | None = None
     log: bool = False
-    step: int | float | None = None
+    step: Number | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> ParamSpec:
@@ -346,9 +392,9 @@ class ParallelSpec(_Strict):
 class SearchSpec(_Strict):
     strategy: Strategy = "tpe"
     max_experiments: int = Field(default=20, ge=1, le=10000, alias="maxExperiments")
-    max_failed_experiments: int | None = Field(default=None, ge=1, alias="maxFailedExperiments")
+    max_failed_experiments: int | None = Field(default=None, ge=1, le=10000, alias="maxFailedExperiments")
     parallelism: int = Field(default=1, ge=1, le=64)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 to 2^32-1 (samplers take 32-bit seeds).")
     include_default: bool = Field(
         default=True,
         alias="includeDefault",
@@ -376,10 +422,10 @@ class LengthDist(_Strict):
     """Token-length distribution of synthetic prompts or outputs."""
 
     mean: int = Field(ge=1, le=1_000_000)
-    stddev: float = Field(default=0.0, ge=0)
+    stddev: float = Field(default=0.0, ge=0, le=1_000_000, allow_inf_nan=False)
     distribution: Literal["fixed", "normal", "uniform"] | None = None
-    min: int | None = Field(default=None, ge=1)
-    max: int | None = Field(default=None, ge=1)
+    min: int | None = Field(default=None, ge=1, le=1_000_000)
+    max: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _bounds(self) -> LengthDist:
@@ -399,7 +445,7 @@ class SyntheticDataset(_Strict):
     input: LengthDist
     output: LengthDist
     shared_prefix: int = Field(
-        default=0, ge=0, alias="sharedPrefix", description="Tokens shared by all prompts."
+        default=0, ge=0, le=1_000_000, alias="sharedPrefix", description="Tokens shared by all prompts."
     )
     num_prompts: int = Field(default=1000, ge=1, le=1_000_000, alias="numPrompts")
 
@@ -415,7 +461,7 @@ class FileDataset(_Strict):
     )
     output: LengthDist | None = Field(default=None, description="Output lengths when rows do not give them.")
     sample: int | None = Field(
-        default=None, ge=1, description="Sample this many prompts (by the search seed)."
+        default=None, ge=1, le=1_000_000, description="Sample this many prompts (by the search seed)."
     )
     dedup: bool = True
 
@@ -439,8 +485,8 @@ class CapacitySearch(_Strict):
     """Find the highest load that still meets every hard SLO, by bisection."""
 
     by: Literal["concurrency", "rate"] = "concurrency"
-    low: float = Field(default=1, gt=0)
-    high: float = Field(default=256, gt=0)
+    low: float = Field(default=1, gt=0, le=1_000_000, allow_inf_nan=False)
+    high: float = Field(default=256, gt=0, le=1_000_000, allow_inf_nan=False)
     max_steps: int = Field(default=6, ge=1, le=20, alias="maxSteps")
     tolerance: float = Field(default=0.1, gt=0, lt=1, description="Stop when high/low - 1 is below this.")
 
@@ -452,9 +498,11 @@ class CapacitySearch(_Strict):
 
 
 class LoadSpec(_Strict):
-    concurrency: list[int] | None = None
-    request_rate: list[float] | None = Field(default=None, alias="requestRate")
-    burstiness: float = Field(default=1.0, gt=0, description="Gamma shape of arrivals; 1 is Poisson.")
+    concurrency: list[int] | None = Field(default=None, max_length=1000)
+    request_rate: list[FiniteFloat] | None = Field(default=None, alias="requestRate", max_length=1000)
+    burstiness: float = Field(
+        default=1.0, gt=0, le=1000, allow_inf_nan=False, description="Gamma shape of arrivals; 1 is Poisson."
+    )
     capacity: CapacitySearch | None = None
 
     @model_validator(mode="after")
@@ -469,6 +517,8 @@ class LoadSpec(_Strict):
                     raise ValueError(f"'{name}' needs at least one level")
                 if any(x <= 0 for x in levels):
                     raise ValueError("load levels must be > 0")
+                if name == "request_rate" and max(levels) > 1_000_000:
+                    raise ValueError("a request rate above 1000000/s is not supported")
                 if len(set(levels)) != len(levels):
                     raise ValueError("load levels must be distinct")
         if self.concurrency is not None and max(self.concurrency) > 100_000:
@@ -492,7 +542,10 @@ class WorkloadSpec(_Strict):
 
 class SloBound(_Strict):
     max: float = Field(
-        gt=0, description="Upper bound (milliseconds for latencies, a fraction for error_rate)."
+        gt=0,
+        le=MAX_NUMBER,
+        allow_inf_nan=False,
+        description="Upper bound (milliseconds for latencies, a fraction for error_rate).",
     )
     hard: bool = Field(default=True, description="Hard: violating makes the configuration infeasible.")
     weight: float = Field(default=1.0, gt=0, le=1000, description="Soft SLOs: weight of the penalty.")

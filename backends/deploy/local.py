@@ -2,7 +2,8 @@
 
 Process handling (own process group, parent-death signal, pid files, teardown of the whole group)
 lives in :mod:`backends.deploy.procs`; this module adds what makes a process an *engine
-deployment*: the environment (``CUDA_VISIBLE_DEVICES`` from the lease), readiness polling over
+deployment*: the environment (built from nothing by :mod:`backends.deploy.environment`, with
+``CUDA_VISIBLE_DEVICES`` from the lease), readiness polling over
 HTTP, failure classification, and the one retry on a port that was taken between
 :func:`~backends.deploy.procs.free_port` and the engine's bind.
 
@@ -44,10 +45,11 @@ from backends.deploy.base import (
     redact,
     secret_values,
 )
+from backends.deploy.environment import engine_environment
 from backends.engines.base import LaunchPlan
 from core import atomic
 from core.clock import now
-from specs.errors import UserError
+from specs.policy import Policy
 
 __all__ = ["LocalBackend", "LocalDeployment"]
 
@@ -83,8 +85,11 @@ class LocalBackend:
     ``state_dir`` is the daemon's state directory; pid files go to ``state_dir/local/``, the
     working directories of plans with files to ``state_dir/work/<name>/``.
     ``grace_s`` is how long an engine gets between SIGTERM and SIGKILL (vLLM and SGLang need a
-    few seconds to free their GPUs cleanly); ``environ`` is the base environment of engines
-    (default: this process's, so that ``PATH``, ``HF_HOME`` and referenced secrets reach them).
+    few seconds to free their GPUs cleanly); ``environ`` is where engines' setup variables and
+    ``fromEnv`` references are read from (default: this process's environment); engines never
+    inherit it whole, see
+    :mod:`backends.deploy.environment`. ``policy`` is the operator's (loader variables, which
+    references a spec may read, ``passEnv``).
     """
 
     kind = "local"
@@ -101,6 +106,7 @@ class LocalBackend:
         tail_lines: int = DEFAULT_TAIL_LINES,
         environ: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        policy: Policy | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.pid_dir = self.state_dir / "local"
@@ -112,6 +118,7 @@ class LocalBackend:
         self.tail_lines = tail_lines
         self.environ = environ
         self.host = host
+        self.policy = policy
         self._names: dict[str, LocalDeployment] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +139,14 @@ class LocalBackend:
                 f"deployment {name}: the plan needs {expected} GPU(s) but {len(gpu_ids)} were leased"
             )
         _check_files(name, plan.files)
-        secrets = _resolve_env_from(plan.env_from, os.environ if self.environ is None else self.environ)
+        env = engine_environment(
+            spec_env=plan.env,
+            references=plan.env_from,
+            gpu_ids=gpu_ids,
+            daemon_env=os.environ if self.environ is None else self.environ,
+            policy=self.policy,
+        )
+        secrets = {target: env[target] for target in plan.env_from}
         if len(set(gpu_ids)) != len(gpu_ids):
             raise ValueError(f"deployment {name}: GPU ids {list(gpu_ids)} are not distinct")
         if not plan.argv:
@@ -148,6 +162,7 @@ class LocalBackend:
                 gpu_ids=gpu_ids,
                 log_path=Path(log_path),
                 labels=labels,
+                env=env,
                 secrets=secrets,
             )
             self._names[name] = dep
@@ -206,6 +221,7 @@ class LocalDeployment:
         gpu_ids: Sequence[int],
         log_path: Path,
         labels: Mapping[str, str],
+        env: Mapping[str, str],
         secrets: Mapping[str, str],
     ) -> None:
         self.name = name
@@ -216,7 +232,7 @@ class LocalDeployment:
         self._backend = backend
         self._argv = list(plan.argv)
         self._port = plan.port
-        self._env = _engine_env(backend.environ, {**plan.env, **secrets}, self.gpu_ids)
+        self._env = dict(env)
         # referenced secrets by value whatever their name, plus anything that looks like one
         self._secrets = sorted(
             {*secret_values(self._env), *(v for v in secrets.values() if len(v) >= 4)}, key=len, reverse=True
@@ -415,24 +431,6 @@ class LocalDeployment:
             f.write(f"[autotuner {stamp}] {redact(text, self._secrets)}\n")
 
 
-def _engine_env(
-    base: Mapping[str, str] | None, extra: Mapping[str, str], gpu_ids: Sequence[int]
-) -> dict[str, str]:
-    """The engine's complete environment.
-
-    The lease wins over everything: ``CUDA_VISIBLE_DEVICES`` is always set, to ``""`` for a
-    CPU engine, so an engine never touches a GPU it was not given. ``CUDA_DEVICE_ORDER`` makes
-    CUDA number devices like NVML does (by PCI bus), so lease ids mean the same GPUs to both.
-    Python engines get unbuffered output, so the log tail of a hung engine is complete.
-    """
-    env = dict(os.environ if base is None else base)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(extra)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    return env
-
-
 def _check_files(name: str, files: Mapping[str, str]) -> None:
     for rel in files:
         path = PurePosixPath(rel)
@@ -440,19 +438,6 @@ def _check_files(name: str, files: Mapping[str, str]) -> None:
             raise ValueError(
                 f"deployment {name}: file {rel!r} must be a relative path inside the working directory"
             )
-
-
-def _resolve_env_from(refs: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
-    """Engine variable → value of the daemon variable it references; every missing one reported."""
-    missing = sorted({source for source in refs.values() if source not in environ})
-    if missing:
-        raise UserError(
-            f"the spec's engine.env references {', '.join(missing)}, "
-            "which the daemon's environment does not set",
-            hint="set it in the daemon's environment (systemd EnvironmentFile=, "
-            "or export it before 'autotuner run')",
-        )
-    return {target: environ[source] for target, source in refs.items()}
 
 
 def rewrite_port(argv: Sequence[str], old: int, new: int) -> list[str] | None:

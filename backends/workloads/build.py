@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import random
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from backends.workloads.model import RequestSpec, Workload, WorkloadStats, finge
 from backends.workloads.synthetic import build_synthetic
 from specs.errors import DatasetError
 from specs.model import FileDataset, SyntheticDataset
+from specs.paths import OutsideRoots, TooLarge, UnsafePath, inside_roots, read_regular
 
 
 def build_workload(
@@ -44,11 +45,16 @@ def build_workload(
     base_dir: Path,
     cache_dir: Path,
     fetch: Fetcher | Callable[..., None] | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> Workload:
     """Build the requests of ``dataset`` for ``seed``.
 
     ``base_dir`` resolves relative dataset paths (the spec repository's root); ``cache_dir`` holds
     fetched URL datasets; ``fetch`` replaces the network (default: :class:`UrlFetcher`).
+    ``roots``: the folders a dataset file must lie in once its symlinks are resolved (the
+    checkout and the operator's ``dataRoots``, docs/security.md); None only where the operator
+    named the file themselves (``autotuner bench --dataset``). Either way only a regular file is
+    read, with a byte cap, so ``/dev/zero`` or a ``/proc`` file is refused.
     Raises :class:`DatasetError` for every problem with the data.
     """
     definition = canonical_definition(dataset)
@@ -70,7 +76,9 @@ def build_workload(
             description=", ".join(parts),
             stats=WorkloadStats.of(requests),
         )
-    return _build_file(dataset, definition, seed=seed, base_dir=base_dir, cache_dir=cache_dir, fetch=fetch)
+    return _build_file(
+        dataset, definition, seed=seed, base_dir=base_dir, cache_dir=cache_dir, fetch=fetch, roots=roots
+    )
 
 
 def canonical_definition(dataset: SyntheticDataset | FileDataset) -> dict[str, Any]:
@@ -92,6 +100,7 @@ def _build_file(
     base_dir: Path,
     cache_dir: Path,
     fetch: Fetcher | Callable[..., None] | None,
+    roots: Sequence[Path] | None,
 ) -> Workload:
     if dataset.url is not None:
         label = dataset.url
@@ -102,7 +111,7 @@ def _build_file(
     else:
         assert dataset.path is not None  # the schema demands exactly one of path / url
         label = dataset.path
-        data = _read_local(dataset.path, base_dir)
+        data = _read_local(dataset.path, base_dir, roots)
         digest = hashlib.sha256(data).hexdigest()
         if dataset.sha256 is not None and digest != dataset.sha256:
             raise DatasetError(
@@ -156,17 +165,32 @@ def _build_file(
     )
 
 
-def _read_local(path_text: str, base_dir: Path) -> bytes:
+def _read_local(path_text: str, base_dir: Path, roots: Sequence[Path] | None) -> bytes:
     path = Path(path_text)
     resolved = path if path.is_absolute() else base_dir / path
+    # the message names the path as the spec wrote it, never where a symlink led (that would
+    # tell a spec's author about the host's files)
     where = path_text if path.is_absolute() else f"{path_text} (looked for {resolved})"
     try:
-        size = resolved.stat().st_size
-        if resolved.is_dir():
-            raise DatasetError(f"dataset {where} is a folder, not a file")
-        if size > MAX_BYTES:
-            raise DatasetError(f"dataset {path_text}: {size:,} bytes, above the {MAX_BYTES:,} byte limit")
-        return resolved.read_bytes()
+        if roots is not None:
+            resolved = inside_roots(path, roots, base=base_dir)
+        return read_regular(resolved, MAX_BYTES, follow=True)
+    except UnsafePath as exc:
+        if isinstance(exc, OutsideRoots):
+            message = (
+                "resolves outside the folders a spec may read "
+                "(the repository, and dataRoots of the operator policy)"
+            )
+        elif isinstance(exc, TooLarge):
+            message = f"larger than the {MAX_BYTES:,} byte limit"
+        else:
+            message = "not a regular file (a device, pipe, socket or symlink), so it is not read"
+        raise DatasetError(
+            f"dataset {where}: {message}",
+            hint="commit the dataset file into the repository and give its path relative to the root",
+        ) from None
+    except IsADirectoryError:
+        raise DatasetError(f"dataset {where} is a folder, not a file") from None
     except FileNotFoundError:
         raise DatasetError(
             f"dataset file not found: {where}",

@@ -29,11 +29,38 @@ from typing import Any
 from backends.jsontypes import json_type_name
 from backends.workloads.model import count_words
 from specs.errors import DatasetError
+from specs.paths import excerpt
 from specs.suggest import did_you_mean
 
 HUMAN_ROLES = frozenset({"human", "user"})
 ASSISTANT_ROLES = frozenset({"gpt", "assistant", "chatgpt", "bard", "model"})
 BOM = b"\xef\xbb\xbf"
+
+#: an error message names at most this many of a row's fields, each at most this long: the names
+#: are the file's content, and a 5 MB header must not become a 5 MB message in status.json
+_SHOWN_FIELDS = 12
+_SHOWN_CHARS = 40
+
+
+def _shown(value: object) -> str:
+    """A short, redacted quote of the file's content (``KEY=value`` shapes hidden)."""
+    if isinstance(value, str):
+        return f"'{excerpt(value, _SHOWN_CHARS)}'"
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _field_list(names: list[str]) -> str:
+    shown = ", ".join(_shown(n) for n in names[:_SHOWN_FIELDS]) or "none"
+    more = len(names) - _SHOWN_FIELDS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _suggest(name: str, names: list[str]) -> str:
+    # "did you mean" compares against every name; only a short one is worth quoting
+    hint = did_you_mean(name, [n for n in names[:1000] if len(n) <= _SHOWN_CHARS])
+    return hint
+
 
 # csv refuses fields above 128 KiB by default; a long prompt is a legitimate field. The limit is
 # process-wide, so it is only ever raised, never lowered.
@@ -129,7 +156,7 @@ def _parse_csv(text: str, label: str, prompt_field: str, output_field: str | Non
             if name is not None and name not in columns:
                 raise DatasetError(
                     f"{label}: line 1: the CSV header has no column {name!r} ({role}); "
-                    f"columns: {', '.join(repr(c) for c in columns)}{did_you_mean(name, columns)}",
+                    f"columns: {_field_list(columns)}{_suggest(name, columns)}",
                 )
         for cells in reader:
             where = f"line {reader.line_num}"
@@ -175,10 +202,10 @@ def _parse_sharegpt(text: str, label: str, prompt_field: str, output_field: str 
             raise DatasetError(f"{label}: {where}: expected a JSON object, got {json_type_name(entry)}")
         turns = entry.get(key)
         if turns is None:
-            fields = ", ".join(repr(k) for k in entry) or "none"
+            names = [str(k) for k in entry]
             raise DatasetError(
-                f"{label}: {where}: no {key!r} list; the entry has fields: {fields}"
-                f"{did_you_mean(key, [str(k) for k in entry])}"
+                f"{label}: {where}: no {key!r} list; the entry has fields: {_field_list(names)}"
+                f"{_suggest(key, names)}"
             )
         if not isinstance(turns, list):
             raise DatasetError(
@@ -223,10 +250,10 @@ def _conversation(turns: list[Any], label: str, where: str) -> tuple[str, int | 
 
 def _prompt_of(row: dict[str, Any], name: str, label: str, where: str) -> str:
     if name not in row:
-        fields = ", ".join(repr(k) for k in row) or "none"
+        names = [str(k) for k in row]
         raise DatasetError(
-            f"{label}: {where}: no prompt field {name!r}; the row has fields: {fields}"
-            f"{did_you_mean(name, [str(k) for k in row])}",
+            f"{label}: {where}: no prompt field {name!r}; the row has fields: {_field_list(names)}"
+            f"{_suggest(name, names)}",
             hint="set 'promptField' in the dataset spec to the field that holds the prompt",
         )
     value = row[name]
@@ -258,6 +285,7 @@ def _output_of(row: dict[str, Any], name: str | None, label: str, where: str) ->
             number = None
     if number is None or number < 1:
         raise DatasetError(
-            f"{label}: {where}: output field {name!r} must be a whole number of tokens >= 1, got {value!r}"
+            f"{label}: {where}: output field {name!r} must be a whole number of tokens >= 1, "
+            f"got {_shown(value)}"
         )
     return number

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from specs.policy import Policy
 
 from specs.errors import ConfigError
 
@@ -22,6 +26,27 @@ def parse_labels(text: str | None) -> dict[str, str]:
                 raise ConfigError(f"bad label {part!r}: use key=value[,key=value]")
             out[key.strip()] = value.strip()
     return out
+
+
+def add_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policy",
+        default=_env("POLICY"),
+        metavar="FILE",
+        help="operator policy: engines, images, env, dataset roots, limits a spec may use "
+        "(docs/security.md; default: the safe defaults) [AUTOTUNER_POLICY]",
+    )
+
+
+def load_policy_arg(path: str | None) -> Policy:
+    """The policy of ``--policy``; an unreadable or invalid file is a :class:`ConfigError`."""
+    from specs.errors import UserError
+    from specs.policy import load_policy
+
+    try:
+        return load_policy(path)
+    except UserError as exc:
+        raise ConfigError(f"invalid operator policy: {exc}") from None
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -54,6 +79,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fake-gpus", default=_env("FAKE_GPUS"), help="fake GPU inventory, e.g. 4xH100 [AUTOTUNER_FAKE_GPUS]"
     )
+    add_policy(p)
     p.add_argument(
         "--no-push",
         action="store_true",
@@ -92,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         setup_logging(logging.DEBUG if args.verbose else None)
         labels = parse_labels(args.labels)
+        policy = load_policy_arg(args.policy)
     except (ValueError, ConfigError) as exc:
         fail(str(exc))
         return 2
@@ -109,5 +136,6 @@ def run(args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         fake_gpus=args.fake_gpus,
         push=not args.no_push,
+        policy=policy,
     )
     return run_daemon(cfg)

@@ -14,6 +14,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from reconciler.cli.daemon import add_policy
+
 DEMO_SPECS = {"sim": "quickstart-sim.yaml", "llamacpp": "llamacpp-demo.yaml"}
 
 
@@ -33,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         default="sim",
         help="sim (default) or llamacpp (needs autotuner[llamacpp]; builds a tiny GGUF model)",
     )
+    add_policy(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -80,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
         problem = get_engine(args.engine).local_problem()
         if problem is not None:
             raise problem
+        from reconciler.cli.daemon import load_policy_arg
+
+        policy = load_policy_arg(args.policy)
         remote, user = _prepare(out, args.engine)
         state, site = out / "state", out / "site"
         print(f"demo: spec repository {user} (remote {remote})", file=sys.stderr)
-        with open_session(state) as session:
+        with open_session(state, policy=policy) as session:
             ws = Workspace(str(remote), state / "repo", branch="main")
             rec = Reconciler(
                 ws,
@@ -102,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         rebuild_site(ws.results_dir, site, title="autotuner demo")
     except AutotunerError as exc:
         return fail(exc.message, exc.hint)
+    except ValueError as exc:  # ConfigError: an invalid --policy
+        return fail(str(exc))
     from reconciler.git import git
 
     git(["pull", "-q", "--ff-only", "origin", "main"], user, check=False)

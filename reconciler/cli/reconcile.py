@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reconciler.cli.daemon import add_common, parse_labels
+from reconciler.cli.daemon import ConfigError, add_common, load_policy_arg, parse_labels
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
         return fail("no repository: give --repo PATH_OR_URL or set AUTOTUNER_REPO")
     state = Path(args.state_dir)
     try:
-        with open_session(state, fake_gpus=args.fake_gpus) as session:
+        policy = load_policy_arg(args.policy)
+    except ConfigError as exc:
+        return fail(str(exc))
+    try:
+        with open_session(state, fake_gpus=args.fake_gpus, policy=policy) as session:
             ws = Workspace(
                 args.repo,
                 state / "repo",

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from reconciler.cli.daemon import add_policy
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -33,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         metavar="INVENTORY",
         help="pretend these GPUs exist, e.g. 4xH100 (for testing scheduling without GPUs)",
     )
+    add_policy(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -54,11 +57,17 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.checking import load_checked
     from reconciler.cli._common import fail, print_problems
     from reconciler.cli._progress import ProgressPrinter
+    from reconciler.cli.daemon import ConfigError, load_policy_arg
     from reconciler.session import open_session
     from specs.errors import SpecError, UserError
 
     try:
-        loaded = load_checked(args.spec)
+        policy = load_policy_arg(args.policy)
+    except ConfigError as exc:
+        return fail(str(exc))
+    base_dir = spec_base_dir(Path(args.spec))
+    try:
+        loaded = load_checked(args.spec, policy=policy, checkout=base_dir)
     except SpecError as exc:
         print_problems(exc.problems)
         return 1
@@ -79,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     old_term = signal.signal(signal.SIGTERM, on_signal)
     printer = ProgressPrinter(loaded.spec, quiet=args.quiet)
     try:
-        with open_session(state_dir, fake_gpus=args.fake_gpus) as session:
+        with open_session(state_dir, fake_gpus=args.fake_gpus, policy=policy) as session:
             outcome = session.run(
                 loaded,
                 results,
-                base_dir=spec_base_dir(Path(args.spec)),
+                base_dir=base_dir,
                 progress=printer,
                 stop=stop,
                 site_dir=Path(args.site) if args.site else None,

@@ -19,13 +19,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument("paths", nargs="+", metavar="PATH", help="spec file or folder")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        help="also check the specs against this operator policy, as the daemon would (docs/security.md)",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.checking import check_paths
+    from reconciler.cli._common import fail
+    from reconciler.cli.daemon import ConfigError, load_policy_arg
 
-    results = check_paths(args.paths)
+    try:
+        policy = load_policy_arg(args.policy) if args.policy else None
+    except ConfigError as exc:
+        return fail(str(exc))
+    results = check_paths(args.paths, policy=policy)
     if not results:
         print(f"error: no spec files (*.yaml, *.yml) found in {' '.join(args.paths)}", file=sys.stderr)
         return 1

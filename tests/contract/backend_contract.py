@@ -353,6 +353,24 @@ class BackendContract:
         assert "ENGINE_AUTH_VALUE=***" in tail
         assert secret not in tail
 
+    def test_engine_does_not_inherit_the_daemons_environment(
+        self, deploy: DeployFn, standin: StandinFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # docs/security.md: an engine's environment is built from nothing; a daemon variable the
+        # spec never referenced (a git token, cloud credentials) must not reach it
+        monkeypatch.setenv("CONTRACT_DAEMON_ONLY", "daemon-private-value-0077")
+        dep = deploy(standin("serve", echo_env=["CONTRACT_DAEMON_ONLY", "LANG"]))
+        dep.wait_ready(30)
+        tail = dep.log_tail(100)
+        assert "CONTRACT_DAEMON_ONLY=<unset>" in tail
+        assert "daemon-private-value-0077" not in tail
+        assert "LANG=C.UTF-8" in tail
+
+    def test_loader_variables_are_refused(self, deploy: DeployFn, standin: StandinFactory) -> None:
+        for name in ("LD_PRELOAD", "PYTHONPATH", "PATH", "HF_ENDPOINT"):
+            with pytest.raises(UserError, match=name):
+                deploy(standin("serve", env={name: "/tmp/anything"}))
+
     def test_a_missing_referenced_secret_is_a_user_error(
         self, deploy: DeployFn, standin: StandinFactory, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -335,3 +335,39 @@ def test_any_change_changes_the_fingerprint(tmp_path: Path, content: str, fields
     base = _build(tmp_path, _dataset()).fingerprint
     _write(tmp_path, "data/prompts.jsonl", content)
     assert _build(tmp_path, _dataset(**fields)).fingerprint != base
+
+
+# ------------------------------------------------------------------------------- untrusted paths
+
+
+def _build_in(repo: Path, dataset: FileDataset) -> Workload:
+    return build_workload(dataset, seed=1, base_dir=repo, cache_dir=repo / "cache", roots=[repo])
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.jsonl", "data/link.jsonl", "/proc/self/environ"])
+def test_paths_outside_the_roots_are_refused_without_quoting_them(tmp_path: Path, path: str) -> None:
+    repo = tmp_path / "repo"
+    _write(tmp_path, "outside.jsonl", _jsonl([{"prompt": "SECRET_CONTENT"}]))
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "link.jsonl").symlink_to(tmp_path / "outside.jsonl")
+    with pytest.raises(DatasetError, match="resolves outside the folders a spec may read") as info:
+        _build_in(repo, _dataset(path=path))
+    assert "SECRET_CONTENT" not in str(info.value) and str(tmp_path / "outside") not in str(info.value)
+
+
+def test_devices_are_not_read_even_inside_a_root(tmp_path: Path) -> None:
+    # /dev/zero says size 0 and never ends: refused as not a regular file, before any read
+    with pytest.raises(DatasetError, match="not a regular file"):
+        build_workload(
+            _dataset(path="/dev/zero"), seed=1, base_dir=tmp_path, cache_dir=tmp_path, roots=[Path("/dev")]
+        )
+    with pytest.raises(DatasetError, match="not a regular file"):
+        build_workload(_dataset(path="/dev/zero"), seed=1, base_dir=tmp_path, cache_dir=tmp_path)
+
+
+def test_error_messages_quote_at_most_a_short_redacted_excerpt(tmp_path: Path) -> None:
+    header = "GIT_TOKEN=ghp_abcdefghijklmnop," + ",".join(f"c{i}" for i in range(5000))
+    _write(tmp_path, "data/p.csv", header + "\n" + ",".join(["x"] * 5001) + "\n")
+    message = _error(tmp_path, _dataset(kind="csv", path="data/p.csv"), "no column 'prompt'")
+    assert "ghp_abcdefghijklmnop" not in message and "GIT_TOKEN=***" in message
+    assert "and 4989 more" in message and len(message) < 1000
