@@ -54,6 +54,9 @@ class RequestRecord:
     error_detail: str | None = None
     #: server-side send times (``x_sent_at``, wall clock) of the content chunks, when asked for
     server_sent_at: list[float] | None = None
+    #: open loop: when the schedule said to send it (same clock as ``send_time``); the
+    #: difference is the client's own lateness (``schedule_delay_*_ms``)
+    scheduled_time: float | None = None
 
     @property
     def ok(self) -> bool:
