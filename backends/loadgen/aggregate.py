@@ -231,5 +231,16 @@ def _aggregate(
             "good": good,
             "total_input_tokens": in_tokens if input_known else None,
             "total_output_tokens": out_tokens,
+            **_cache_facts(ok),
         },
     )
+
+
+def _cache_facts(ok: Sequence[RequestRecord]) -> dict[str, int]:
+    """Prefix-cache hits the server reported (``usage.prompt_tokens_details.cached_tokens``):
+    the most any measured request got and the total, so a cache primed by warm-up or an earlier
+    level shows."""
+    cached = [r.usage_cached_tokens for r in ok if r.usage_cached_tokens is not None]
+    if not cached:
+        return {}
+    return {"cached_prompt_tokens": sum(cached), "max_cached_prompt_tokens": max(cached)}

@@ -156,7 +156,9 @@ class Bisection:
             return None
         if self._phase == "high":
             if ok:
-                return self._end(f"the highest level ({level:g}) meets the SLOs: capacity is at least {level:g}")
+                return self._end(
+                    f"the highest level ({level:g}) meets the SLOs: capacity is at least {level:g}"
+                )
             self._phase = "bisect"
         else:
             if ok:

@@ -48,6 +48,8 @@ class RequestRecord:
     #: usage reported by the server (``prompt_tokens``, ``completion_tokens``); None if absent
     usage_input_tokens: int | None = None
     usage_output_tokens: int | None = None
+    #: prompt tokens the server says came from its prefix cache (``prompt_tokens_details``)
+    usage_cached_tokens: int | None = None
     #: input length known from the dataset, used when the server reports no usage
     expected_input_tokens: int | None = None
     error: str | None = None

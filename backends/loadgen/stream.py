@@ -152,6 +152,10 @@ async def stream_request(
                             n_in = usage.get("prompt_tokens")
                             rec.usage_output_tokens = n_out if type(n_out) is int else None
                             rec.usage_input_tokens = n_in if type(n_in) is int else None
+                            details = usage.get("prompt_tokens_details")
+                            if details:
+                                n_cached = details.get("cached_tokens")
+                                rec.usage_cached_tokens = n_cached if type(n_cached) is int else None
                         error = obj.get("error")
                     except (AttributeError, TypeError, KeyError, IndexError):
                         raise _StreamFailure("unexpected_chunk", _show(payload)) from None
