@@ -145,7 +145,9 @@ class ExperimentRecord(_Record):
 
 
 class Condition(_Record):
-    type: Literal["Ready", "Reconciling", "Stalled"]
+    #: ``Degraded``: the host, not the spec, keeps experiments from running (an environment
+    #: failure, :data:`ENVIRONMENT_FAILURES`); they are retried, and the condition clears when one runs
+    type: Literal["Ready", "Reconciling", "Stalled", "Degraded"]
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
