@@ -269,16 +269,18 @@ async def run_phase(
                 warm_records.append,
             )
         level = _Level(target, session, stamp)
-        t0 = await start() if start is not None else time.perf_counter()
-        if schedule is not None:
-            phase = _open_loop(level, jobs, schedule, t0, cap, done)
-        else:
-            assert take is not None
-            phase = _closed_loop(level, jobs, streams, take, done)
-        delay = t0 - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # the collection that _quiet_gc starts with can take 100 ms on a loaded machine: the
+        # start instant is named after it, or every scheduled send would be late by that much
         with _quiet_gc():
+            t0 = await start() if start is not None else time.perf_counter()
+            if schedule is not None:
+                phase = _open_loop(level, jobs, schedule, t0, cap, done)
+            else:
+                assert take is not None
+                phase = _closed_loop(level, jobs, streams, take, done)
+            delay = t0 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
             if max_duration_s:
                 with contextlib.suppress(TimeoutError):  # the deadline, not a request timeout
                     await asyncio.wait_for(phase, max(0.0, t0 + max_duration_s - time.perf_counter()))
