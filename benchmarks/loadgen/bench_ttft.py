@@ -105,9 +105,8 @@ async def raw_client(url: str, concurrency: int, requests: int, output_len: int)
 
 def loadgen(url: str, concurrency: int, requests: int, output_len: int) -> dict[str, list[float]]:
     reqs = synthetic_requests(requests, input_len=16, output_len=output_len)
-    run = run_sync(
-        collect(TargetConfig(url, model="bench"), reqs, concurrency=concurrency, warmup=concurrency, workers=1)
-    )
+    target = TargetConfig(url, model="bench")
+    run = run_sync(collect(target, reqs, concurrency=concurrency, warmup=concurrency, workers=1))
     lat = [request_latencies(r) for r in run.records if r.ok]
     return {"ttft": [v["ttft"] or 0.0 for v in lat], "tpot": [v["tpot"] or 0.0 for v in lat]}
 
@@ -186,10 +185,11 @@ def main() -> int:
     else:
         print(f"load average start {result['load_average']['start']}, end {result['load_average']['end']}")
         for r in rows:
+            lo, hi = r["loadgen_minus_raw_range_ms"]
             print(
-                f"c={r['concurrency']}: TTFT p50 load generator {r['loadgen_ttft_p50_ms']:.2f} ms, raw client "
-                f"{r['raw_ttft_p50_ms']:.2f} ms, difference {r['loadgen_minus_raw_ms']:+.2f} ms "
-                f"(rounds {r['loadgen_minus_raw_range_ms'][0]:+.2f}..{r['loadgen_minus_raw_range_ms'][1]:+.2f}); "
+                f"c={r['concurrency']}: TTFT p50 load generator {r['loadgen_ttft_p50_ms']:.2f} ms, "
+                f"raw client {r['raw_ttft_p50_ms']:.2f} ms, difference {r['loadgen_minus_raw_ms']:+.2f} ms "
+                f"(rounds {lo:+.2f}..{hi:+.2f}); "
                 f"TPOT p50 {r['loadgen_tpot_p50_ms']:.2f} / {r['raw_tpot_p50_ms']:.2f} ms; "
                 f"server loop late p50 {r['server_late_p50_ms']:.2f} ms"
             )
