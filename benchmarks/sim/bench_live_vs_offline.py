@@ -1,0 +1,136 @@
+"""Does the live sim engine show its own model? Live HTTP runs against the offline model.
+
+The sim engine's offline mode (:mod:`backends.sim.offline`) computes what the engine would do
+with no server and no wall clock. A live run (the HTTP server paced at ``--time-scale``, the
+load generator reporting in the engine's time) should give the same throughput and TTFT; what
+it adds is the wall-clock cost of HTTP, parsing and the two event loops, multiplied by the time
+scale. This script measures the gap for the demo's workload (``specs/examples/quickstart-sim.yaml``:
+prompts of 512 ± 64 words, 128 output tokens, concurrency 4 / 16 / 64) at several time scales.
+
+Run from the repository root: ``python benchmarks/sim/bench_live_vs_offline.py [--scales 1,2,5,20]
+[--requests 64] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from backends.loadgen import TargetConfig, fetch_model, run_load_point, run_sync
+from backends.sim.build import build
+from backends.sim.config import parse_config
+from backends.sim.offline import Item, run_closed_loop
+from backends.workloads import build_workload
+from specs.model import LengthDist, SyntheticDataset
+
+#: one of the demo's configurations (the quickstart's search space), as engine flags
+CONFIGS: dict[str, list[str]] = {
+    "seqs64-mbt2048": ["--max-num-seqs", "64", "--max-num-batched-tokens", "2048", "--enable-chunked-prefill"],
+    "seqs256-mbt8192": ["--max-num-seqs", "256", "--max-num-batched-tokens", "8192", "--enable-chunked-prefill"],
+}
+BASE = ["--model", "llama-3-8b", "--gpu", "h100", "--max-model-len", "4096"]
+
+
+def start_sim(flags: list[str], scale: float) -> tuple[subprocess.Popen[str], str]:
+    argv = [sys.executable, "-m", "backends.sim", *BASE, *flags, "--port", "0", "--startup-seconds", "0"]
+    argv += ["--time-scale", f"{scale:g}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        found = re.search(r"listening on (http://\S+)", line)
+        if found:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            url = found.group(1)
+            for _ in range(100):
+                try:
+                    run_sync(fetch_model(TargetConfig(url), timeout_s=2))
+                    return proc, url
+                except Exception:  # noqa: BLE001 - still starting
+                    time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the sim engine did not start")
+
+
+def workload(n: int) -> list[Any]:
+    ds = SyntheticDataset(kind="synthetic", input=LengthDist(mean=512, stddev=64), output=LengthDist(mean=128))
+    return build_workload(ds, seed=7, base_dir=os.getcwd(), cache_dir=os.getcwd()).requests[:n]  # type: ignore[arg-type]
+
+
+def compare(flags: list[str], scale: float, levels: list[int], n: int) -> list[dict[str, Any]]:
+    reqs = workload(n)
+    setup = build(parse_config([*BASE, *flags]))
+    proc, url = start_sim(flags, scale)
+    rows = []
+    try:
+        target = TargetConfig(url, ignore_eos=True)
+        for c in levels:
+            live = run_sync(
+                run_load_point(target, reqs, concurrency=c, warmup=0, time_scale=scale, workers=1)
+            ).metrics
+            offline = run_closed_loop(setup, [Item(r.input_tokens, r.max_tokens) for r in reqs], c).summary()
+            rows.append(
+                {
+                    "scale": scale,
+                    "concurrency": c,
+                    "throughput_live": live["output_throughput"],
+                    "throughput_offline": offline["output_throughput"],
+                    "throughput_diff_pct": 100 * ((live["output_throughput"] or 0) / offline["output_throughput"] - 1),
+                    "ttft_p90_live_ms": live["ttft_p90_ms"],
+                    "ttft_p90_offline_ms": offline["ttft_p90_ms"],
+                    "ttft_p90_diff_pct": 100 * ((live["ttft_p90_ms"] or 0) / offline["ttft_p90_ms"] - 1),
+                }
+            )
+            # the cache and the scheduler start from nothing at the next level, like the offline run
+            proc_reset(url)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return rows
+
+
+def proc_reset(url: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(url + "/reset_prefix_cache", method="POST", data=b"")):
+        pass
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scales", default="1,2,5,20")
+    p.add_argument("--levels", default="4,16,64")
+    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--config", choices=sorted(CONFIGS), action="append")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    before = os.getloadavg()
+    out: dict[str, Any] = {"cpus": os.cpu_count(), "loadavg_before": before, "rows": []}
+    for name in args.config or sorted(CONFIGS):
+        for scale in (float(x) for x in args.scales.split(",")):
+            for row in compare(CONFIGS[name], scale, [int(x) for x in args.levels.split(",")], args.requests):
+                out["rows"].append({"config": name, **row})
+                if not args.json:
+                    print(
+                        f"{name} scale {scale:g} c={row['concurrency']}: throughput {row['throughput_diff_pct']:+.1f}%"
+                        f" ({row['throughput_live']:.0f} vs {row['throughput_offline']:.0f} tok/s), TTFT p90 "
+                        f"{row['ttft_p90_diff_pct']:+.1f}% ({row['ttft_p90_live_ms']:.1f} vs "
+                        f"{row['ttft_p90_offline_ms']:.1f} ms)",
+                        flush=True,
+                    )
+    out["loadavg_after"] = os.getloadavg()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"load average before {before[0]:.2f}, after {out['loadavg_after'][0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
