@@ -594,6 +594,11 @@ def _points_table(points: Sequence[Any], loads: Sequence[str], bounds: dict[str,
         for p in points:
             v = p.metrics.get(m)
             text = "–" if v is None else number(v * scale) + suffix
+            spread = getattr(p, "spread", {}).get(m)
+            if spread and v is not None and spread["min"] != spread["max"]:
+                # repeats: the cell is their median, with the range beside it
+                low, high = number(spread["min"] * scale), number(spread["max"] * scale)
+                text += f' <small class="spread" title="min–max over the repeats">{low}–{high}</small>'
             bad = bound is not None and (v is None or v > bound)
             cells.append(f'<td class="bad">{text}</td>' if bad else f"<td>{text}</td>")
         body.append(f'<tr><th scope="row">{title}</th>{"".join(cells)}</tr>')
