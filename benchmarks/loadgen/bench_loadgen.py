@@ -268,7 +268,9 @@ def workers_study(
         for rep in range(repeats):
             for w in workers:
                 reqs = synthetic_requests(2 * streams, input_len=16, output_len=256, seed=rep)
-                run = run_sync(collect(target, reqs, concurrency=streams, warmup=32, timeout_s=120, workers=w))
+                run = run_sync(
+                    collect(target, reqs, concurrency=streams, warmup=32, timeout_s=120, workers=w)
+                )
                 ok = [r for r in run.records if r.ok]
                 dur = max(r.end_time or 0 for r in run.records) - min(r.send_time for r in run.records)
                 ceilings[w].append(sum(r.output_tokens for r in ok) / dur)

@@ -23,17 +23,30 @@ import threading
 import time
 from typing import Any
 
-from backends.loadgen import TargetConfig, fetch_model, run_load_point, run_sync
+from backends.loadgen import TargetConfig, collect, fetch_model, run_sync, summarize_run
 from backends.sim.build import build
 from backends.sim.config import parse_config
-from backends.sim.offline import Item, run_closed_loop
+from backends.sim.offline import Item, run_arrivals, run_closed_loop
 from backends.workloads import build_workload
+from specs.errors import AutotunerError
 from specs.model import LengthDist, SyntheticDataset
 
 #: one of the demo's configurations (the quickstart's search space), as engine flags
 CONFIGS: dict[str, list[str]] = {
-    "seqs64-mbt2048": ["--max-num-seqs", "64", "--max-num-batched-tokens", "2048", "--enable-chunked-prefill"],
-    "seqs256-mbt8192": ["--max-num-seqs", "256", "--max-num-batched-tokens", "8192", "--enable-chunked-prefill"],
+    "seqs64-mbt2048": [
+        "--max-num-seqs",
+        "64",
+        "--max-num-batched-tokens",
+        "2048",
+        "--enable-chunked-prefill",
+    ],
+    "seqs256-mbt8192": [
+        "--max-num-seqs",
+        "256",
+        "--max-num-batched-tokens",
+        "8192",
+        "--enable-chunked-prefill",
+    ],
 }
 BASE = ["--model", "llama-3-8b", "--gpu", "h100", "--max-model-len", "4096"]
 
@@ -52,14 +65,16 @@ def start_sim(flags: list[str], scale: float) -> tuple[subprocess.Popen[str], st
                 try:
                     run_sync(fetch_model(TargetConfig(url), timeout_s=2))
                     return proc, url
-                except Exception:  # noqa: BLE001 - still starting
+                except Exception:
                     time.sleep(0.1)
     proc.kill()
     raise SystemExit("the sim engine did not start")
 
 
 def workload(n: int) -> list[Any]:
-    ds = SyntheticDataset(kind="synthetic", input=LengthDist(mean=512, stddev=64), output=LengthDist(mean=128))
+    ds = SyntheticDataset(
+        kind="synthetic", input=LengthDist(mean=512, stddev=64), output=LengthDist(mean=128)
+    )
     return build_workload(ds, seed=7, base_dir=os.getcwd(), cache_dir=os.getcwd()).requests[:n]  # type: ignore[arg-type]
 
 
@@ -71,22 +86,19 @@ def compare(flags: list[str], scale: float, levels: list[int], n: int) -> list[d
     try:
         target = TargetConfig(url, ignore_eos=True)
         for c in levels:
-            live = run_sync(
-                run_load_point(target, reqs, concurrency=c, warmup=0, time_scale=scale, workers=1)
-            ).metrics
-            offline = run_closed_loop(setup, [Item(r.input_tokens, r.max_tokens) for r in reqs], c).summary()
-            rows.append(
-                {
-                    "scale": scale,
-                    "concurrency": c,
-                    "throughput_live": live["output_throughput"],
-                    "throughput_offline": offline["output_throughput"],
-                    "throughput_diff_pct": 100 * ((live["output_throughput"] or 0) / offline["output_throughput"] - 1),
-                    "ttft_p90_live_ms": live["ttft_p90_ms"],
-                    "ttft_p90_offline_ms": offline["ttft_p90_ms"],
-                    "ttft_p90_diff_pct": 100 * ((live["ttft_p90_ms"] or 0) / offline["ttft_p90_ms"] - 1),
-                }
-            )
+            run = run_sync(collect(target, reqs, concurrency=c, time_scale=scale, workers=1))
+            live = summarize_run(run).metrics
+            items = [Item(r.input_tokens, r.max_tokens) for r in reqs]
+            closed = run_closed_loop(setup, items, c).summary()
+            t0 = min(r.send_time for r in run.records)
+            replay = run_arrivals(setup, items, [(r.send_time - t0) * scale for r in run.records]).summary()
+            row: dict[str, Any] = {"scale": scale, "concurrency": c}
+            for name, model in (("closed_loop", closed), ("replay", replay)):
+                for metric in ("output_throughput", "ttft_p90_ms"):
+                    row[f"{metric}_live"] = live[metric]
+                    row[f"{metric}_{name}"] = model[metric]
+                    row[f"{metric}_vs_{name}_pct"] = 100 * ((live[metric] or 0) / model[metric] - 1)
+            rows.append(row)
             # the cache and the scheduler start from nothing at the next level, like the offline run
             proc_reset(url)
     finally:
@@ -118,10 +130,10 @@ def main() -> int:
                 out["rows"].append({"config": name, **row})
                 if not args.json:
                     print(
-                        f"{name} scale {scale:g} c={row['concurrency']}: throughput {row['throughput_diff_pct']:+.1f}%"
-                        f" ({row['throughput_live']:.0f} vs {row['throughput_offline']:.0f} tok/s), TTFT p90 "
-                        f"{row['ttft_p90_diff_pct']:+.1f}% ({row['ttft_p90_live_ms']:.1f} vs "
-                        f"{row['ttft_p90_offline_ms']:.1f} ms)",
+                        f"{name} scale {scale:g} c={row['concurrency']}: live vs replay: throughput "
+                        f"{row['output_throughput_vs_replay_pct']:+.1f}%, TTFT p90 {row['ttft_p90_ms_vs_replay_pct']:+.1f}% "
+                        f"({row['ttft_p90_ms_live']:.1f} vs {row['ttft_p90_ms_replay']:.1f} ms); vs closed loop: "
+                        f"{row['output_throughput_vs_closed_loop_pct']:+.1f}%, {row['ttft_p90_ms_vs_closed_loop_pct']:+.1f}%",
                         flush=True,
                     )
     out["loadavg_after"] = os.getloadavg()
