@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from backends.loadgen import TargetConfig, collect, fetch_model, run_sync, summarize_run
@@ -65,7 +66,7 @@ def start_sim(flags: list[str], scale: float) -> tuple[subprocess.Popen[str], st
                 try:
                     run_sync(fetch_model(TargetConfig(url), timeout_s=2))
                     return proc, url
-                except Exception:
+                except AutotunerError:  # still starting
                     time.sleep(0.1)
     proc.kill()
     raise SystemExit("the sim engine did not start")
@@ -75,7 +76,8 @@ def workload(n: int) -> list[Any]:
     ds = SyntheticDataset(
         kind="synthetic", input=LengthDist(mean=512, stddev=64), output=LengthDist(mean=128)
     )
-    return build_workload(ds, seed=7, base_dir=os.getcwd(), cache_dir=os.getcwd()).requests[:n]  # type: ignore[arg-type]
+    here = Path.cwd()
+    return list(build_workload(ds, seed=7, base_dir=here, cache_dir=here).requests[:n])
 
 
 def compare(flags: list[str], scale: float, levels: list[int], n: int) -> list[dict[str, Any]]:
@@ -129,11 +131,14 @@ def main() -> int:
             for row in compare(CONFIGS[name], scale, [int(x) for x in args.levels.split(",")], args.requests):
                 out["rows"].append({"config": name, **row})
                 if not args.json:
+                    r = row
                     print(
-                        f"{name} scale {scale:g} c={row['concurrency']}: live vs replay: throughput "
-                        f"{row['output_throughput_vs_replay_pct']:+.1f}%, TTFT p90 {row['ttft_p90_ms_vs_replay_pct']:+.1f}% "
-                        f"({row['ttft_p90_ms_live']:.1f} vs {row['ttft_p90_ms_replay']:.1f} ms); vs closed loop: "
-                        f"{row['output_throughput_vs_closed_loop_pct']:+.1f}%, {row['ttft_p90_ms_vs_closed_loop_pct']:+.1f}%",
+                        f"{name} scale {scale:g} c={r['concurrency']}: live vs replay: throughput "
+                        f"{r['output_throughput_vs_replay_pct']:+.1f}%, "
+                        f"TTFT p90 {r['ttft_p90_ms_vs_replay_pct']:+.1f}% "
+                        f"({r['ttft_p90_ms_live']:.1f} vs {r['ttft_p90_ms_replay']:.1f} ms); vs closed loop: "
+                        f"{r['output_throughput_vs_closed_loop_pct']:+.1f}%, "
+                        f"{r['ttft_p90_ms_vs_closed_loop_pct']:+.1f}%",
                         flush=True,
                     )
     out["loadavg_after"] = os.getloadavg()
