@@ -36,7 +36,7 @@ from backends.loadgen.aggregate import aggregate
 from backends.loadgen.clock import receive_clock
 from backends.loadgen.records import RequestRecord
 from backends.loadgen.schedule import arrival_offsets
-from backends.loadgen.stream import stream_request
+from backends.loadgen.stream import send_stamps, stream_request
 from backends.loadgen.target import PromptLike, TargetConfig, fetch_model
 from backends.measure import LoadPointResult
 from specs.model import SloBound
@@ -256,6 +256,7 @@ async def run_phase(
         headers={"Content-Type": "application/json", **target.headers},
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
+        trace_configs=[send_stamps()],
     ) as session:
         stamp = receive_clock()
         if warm_jobs:
