@@ -123,25 +123,50 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--output-len", type=int, default=16)
     p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "stream_server.py"),
-            "--exact",
-            "--ttft-ms",
-            str(args.ttft_ms),
-            "--itl-ms",
-            str(args.itl_ms),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    p.add_argument(
+        "--ticker",
+        action="store_true",
+        help="also against the shared-ticker server (stream_server.py without --exact), whose new "
+        "streams wait for the batch's next step: what an inexact reference server adds",
     )
+    args = p.parse_args()
+    load_start = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    for exact in (True, False) if args.ticker else (True,):
+        rows += measure(args, exact)
+    result = {
+        "server": {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms},
+        "rounds": args.rounds,
+        "requests": args.requests,
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "cpus": os.cpu_count(),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"load average start {result['load_average']['start']}, end {result['load_average']['end']}")
+        for r in rows:
+            lo, hi = r["loadgen_minus_raw_range_ms"]
+            print(
+                f"{r['server']} c={r['concurrency']}: TTFT p50 load generator "
+                f"{r['loadgen_ttft_p50_ms']:.2f} ms, "
+                f"raw client {r['raw_ttft_p50_ms']:.2f} ms, difference {r['loadgen_minus_raw_ms']:+.2f} ms "
+                f"(rounds {lo:+.2f}..{hi:+.2f}); "
+                f"TPOT p50 {r['loadgen_tpot_p50_ms']:.2f} / {r['raw_tpot_p50_ms']:.2f} ms; "
+                f"server loop late p50 {r['server_late_p50_ms']:.2f} ms"
+            )
+    return 0
+
+
+def measure(args: argparse.Namespace, exact: bool) -> list[dict[str, Any]]:
+    argv = [sys.executable, str(HERE / "stream_server.py"), "--ttft-ms", str(args.ttft_ms)]
+    argv += ["--itl-ms", str(args.itl_ms), *(["--exact"] if exact else [])]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline().split()[1])
         url = f"http://127.0.0.1:{port}"
-        load_start = os.getloadavg()
         rows: list[dict[str, Any]] = []
         for c in (1, 4):
             per: dict[str, list[dict[str, float]]] = {"loadgen": [], "raw": []}
@@ -159,6 +184,7 @@ def main() -> int:
             diffs = [a["ttft"] - b["ttft"] for a, b in zip(per["loadgen"], per["raw"], strict=True)]
             rows.append(
                 {
+                    "server": "exact" if exact else "ticker",
                     "concurrency": c,
                     "loadgen_ttft_p50_ms": statistics.median(x["ttft"] for x in per["loadgen"]),
                     "raw_ttft_p50_ms": statistics.median(x["ttft"] for x in per["raw"]),
@@ -169,31 +195,10 @@ def main() -> int:
                     "server_late_p50_ms": statistics.median(x["server_late"] for x in per["raw"]),
                 }
             )
-        result = {
-            "server": {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms},
-            "rounds": args.rounds,
-            "requests": args.requests,
-            "load_average": {"start": load_start, "end": os.getloadavg()},
-            "cpus": os.cpu_count(),
-            "rows": rows,
-        }
+        return rows
     finally:
         server.terminate()
         server.wait(10)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"load average start {result['load_average']['start']}, end {result['load_average']['end']}")
-        for r in rows:
-            lo, hi = r["loadgen_minus_raw_range_ms"]
-            print(
-                f"c={r['concurrency']}: TTFT p50 load generator {r['loadgen_ttft_p50_ms']:.2f} ms, "
-                f"raw client {r['raw_ttft_p50_ms']:.2f} ms, difference {r['loadgen_minus_raw_ms']:+.2f} ms "
-                f"(rounds {lo:+.2f}..{hi:+.2f}); "
-                f"TPOT p50 {r['loadgen_tpot_p50_ms']:.2f} / {r['raw_tpot_p50_ms']:.2f} ms; "
-                f"server loop late p50 {r['server_late_p50_ms']:.2f} ms"
-            )
-    return 0
 
 
 if __name__ == "__main__":
