@@ -4,6 +4,23 @@ point, tear down — always — and say what happened as a :class:`~reconciler.s
 Engine trouble never raises out of here: it becomes a FAILED measurement with a classified
 reason and the engine's log tail, so the study goes on. A shutdown (``cancel``) becomes an
 *interrupted* measurement, which the study re-queues instead of recording.
+
+Failures on the host's side are told apart from the configuration's
+(:func:`specs.records.failure_side`): an engine whose executable is missing is found before
+launch (``executable_missing``), too few GPUs is ``gpus_unavailable``; neither is reused by a
+later study, so installing the engine or adding GPUs re-measures the configuration.
+
+**One loop over load levels.** Fixed levels and capacity search are both a
+:class:`~backends.loadgen.capacity.LevelPlan` that the same loop drives, so every level gets the
+same hooks: the cancel check, a fresh share of the experiment's time budget, the engine's cache
+reset, fresh prompts (:class:`~backends.workloads.selection.PromptDeal`), the liveness check
+after it, and the ``on_level`` callback, which may stop the loop (a hard SLO already violated,
+a configuration clearly worse than the best so far: :class:`StopLevels`).
+
+**The engine's time.** The sim engine runs ``time-scale`` times faster than the hardware it
+models; the load generator is told the scale and computes every metric and SLO verdict in the
+engine's time (:mod:`backends.loadgen.aggregate`), with the wall-clock numbers kept beside them
+(``LoadPointRecord.wall_metrics``). Request rates in the spec are in the engine's time too.
 """
 
 from __future__ import annotations
@@ -13,21 +30,25 @@ import hashlib
 import itertools
 import logging
 import os
+import statistics
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from backends.deploy.base import DeployBackend, DeployCancelled, EngineFailure
 from backends.deploy.leases import GpuLeaser, InsufficientGpusError
 from backends.deploy.procs import free_port
 from backends.engines import get_engine
-from backends.loadgen import TargetConfig, find_capacity, run_load_point, run_sync
+from backends.loadgen import TargetConfig, level_verdict, run_load_point, run_sync
+from backends.loadgen.capacity import Bisection, FixedLevels, LevelPlan
 from backends.measure import LoadPointResult
 from backends.workloads import Workload
+from backends.workloads.selection import PromptDeal
 from core.clock import now
 from core.faults import crash_point
 from reconciler.study import Measurement
@@ -45,42 +66,101 @@ ERROR_RATE_LIMIT = 0.5
 Progress = Callable[[str, dict[str, Any]], None]
 
 
-def _point(p: LoadPointResult, time_scale: float = 1.0) -> LoadPointRecord:
-    metrics = dict(p.metrics)
-    notes = list(p.notes)
-    load_value = p.load_value
-    if time_scale != 1.0:
-        metrics = rescale(metrics, time_scale)
-        if p.load_kind == "request_rate":
-            load_value = p.load_value / time_scale
-        notes.append(
-            f"sim engine ran {time_scale:g}x faster than real time; times and rates are rescaled "
-            "to simulated time"
-        )
+#: what of a load point's ``extra`` goes into the record's ``measured``
+_MEASURED_KEYS = (
+    "workers",
+    "time_scale",
+    "cached_prompt_tokens",
+    "max_cached_prompt_tokens",
+    "max_in_flight",
+)
+
+
+def _point(p: LoadPointResult, notes: Sequence[str] = ()) -> LoadPointRecord:
+    extra = p.extra
     return LoadPointRecord(
         load_kind=p.load_kind,
-        load_value=load_value,
-        metrics=metrics,
+        load_value=p.load_value,
+        metrics=dict(p.metrics),
         source=p.source,
-        notes=notes,
+        notes=[*p.notes, *notes],
         errors=dict(p.errors),
+        wall_metrics=dict(extra.get("wall_metrics") or {}),
+        measured={k: extra[k] for k in _MEASURED_KEYS if k in extra},
     )
 
 
-def rescale(metrics: dict[str, float | None], time_scale: float) -> dict[str, float | None]:
-    """Wall-clock measurements of a time-scaled sim engine, back in simulated time: durations
-    grow by the scale, rates shrink by it; counts and fractions stay."""
-    out: dict[str, float | None] = {}
-    for name, value in metrics.items():
-        if value is None:
-            out[name] = None
-        elif name.endswith("_ms") or name == "duration_s":
-            out[name] = value * time_scale
-        elif "throughput" in name or name.startswith("goodput"):
-            out[name] = value / time_scale
-        else:
-            out[name] = value
-    return out
+def combine_repeats(points: Sequence[LoadPointResult]) -> LoadPointResult:
+    """Several measurements of one load point as one: every metric the median of the repeats,
+    ``extra["spread"]`` its min/median/max, errors summed. The median keeps a single disturbed
+    repeat from moving the result; the spread shows how much the repeats disagreed."""
+    if len(points) == 1:
+        return points[0]
+    first = points[0]
+    metrics: dict[str, float | None] = {}
+    spread: dict[str, dict[str, float]] = {}
+    for name in first.metrics:
+        values = sorted(v for p in points if (v := p.metrics.get(name)) is not None)
+        if not values:
+            metrics[name] = None
+            continue
+        mid = statistics.median(values)
+        metrics[name] = mid
+        spread[name] = {"min": values[0], "median": mid, "max": values[-1]}
+    errors: dict[str, int] = {}
+    for p in points:
+        for k, v in p.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    notes = list(dict.fromkeys(n for p in points for n in p.notes))
+    notes.append(f"{len(points)} repeats: each metric is their median (spread: min/median/max)")
+    extra = dict(first.extra)
+    extra["spread"] = spread
+    extra["repeats"] = len(points)
+    wall: list[dict[str, float | None]] = [w for p in points if (w := p.extra.get("wall_metrics"))]
+    if wall:
+        extra["wall_metrics"] = {
+            k: statistics.median(vs) if (vs := [v for w in wall if (v := w.get(k)) is not None]) else None
+            for k in wall[0]
+        }
+    return LoadPointResult(
+        load_kind=first.load_kind,
+        load_value=first.load_value,
+        metrics=metrics,
+        source=first.source,
+        notes=notes,
+        errors=dict(sorted(errors.items())),
+        extra=extra,
+    )
+
+
+@dataclass(frozen=True)
+class LevelOutcome:
+    """What the ``on_level`` callback sees after each load level of an experiment."""
+
+    config: Config
+    #: 0 for the first level measured in this experiment
+    index: int
+    #: the level just measured (metrics in the engine's time, SLO verdicts not yet attached)
+    point: LoadPointRecord
+    #: it meets every hard SLO (:func:`backends.loadgen.capacity.level_verdict`) and why not
+    passed: bool
+    reasons: tuple[str, ...]
+    #: every level measured so far in this experiment, this one last
+    points: tuple[LoadPointRecord, ...]
+
+
+@dataclass(frozen=True)
+class StopLevels:
+    """``on_level``'s answer to end the experiment's level loop now: the levels measured so far
+    are kept; with ``prune`` the experiment is recorded as PRUNED (clearly worse than what the
+    study already has) instead of COMPLETE."""
+
+    reason: str
+    prune: bool = False
+
+
+#: called after every load level; return :class:`StopLevels` to measure no further level
+LevelHook = Callable[[LevelOutcome], StopLevels | None]
 
 
 def with_local_model(spec: TuningSpec, base_dir: Path | None) -> TuningSpec:
@@ -140,6 +220,7 @@ class ExperimentRunner:
         host: str = "127.0.0.1",
         progress: Progress | None = None,
         base_dir: Path | None = None,
+        on_level: LevelHook | None = None,
     ) -> None:
         self.spec = spec
         self.body = spec.spec
@@ -159,6 +240,8 @@ class ExperimentRunner:
                 float(scale) if isinstance(scale, int | float) and not isinstance(scale, bool) else 1.0
             )
         self._counter_lock = threading.Lock()
+        #: see :data:`LevelHook`; the study may set it after construction
+        self.on_level = on_level
 
     # the engine runs on real devices unless it is the simulator, which only pretends to have GPUs
     def devices_for(self, gpus: int) -> int:
@@ -177,10 +260,6 @@ class ExperimentRunner:
         digest = hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()[:6]
         return f"{self.spec.name[:40].rstrip('-')}-{digest}-{n}"
 
-    def _requests(self, n: int) -> list[Any]:
-        reqs = self.workload.requests
-        return [reqs[i % len(reqs)] for i in range(n)]
-
     def __call__(self, config: Config, *, baseline: bool, cancel: threading.Event) -> Measurement:
         started = now()
         t0 = time.monotonic()
@@ -188,12 +267,21 @@ class ExperimentRunner:
         gpus = self.engine.gpus_for(self.spec, config)
         flags = self.engine_flags(config)
         simulated = self.body.engine.name == "sim"
+        missing = self.engine.executable_problem() if self.backend.kind == "local" else None
+        if missing is not None:
+            return Measurement(
+                state="FAILED",
+                failure=FailureRecord(kind="executable_missing", reason=missing),
+                engine_flags=flags,
+                started_at=started,
+                finished_at=now(),
+            )
         try:
             lease = self.leaser.acquire(self.devices_for(gpus), cancel=cancel)
         except InsufficientGpusError as exc:
             return Measurement(
                 state="FAILED",
-                failure=FailureRecord(kind="invalid_config", reason=str(exc)),
+                failure=FailureRecord(kind="gpus_unavailable", reason=str(exc)),
                 engine_flags=flags,
                 started_at=started,
                 finished_at=now(),
@@ -247,6 +335,7 @@ class ExperimentRunner:
             deadline = t0 + self.body.search.experiment_timeout
             self._benchmark(
                 m,
+                config,
                 deployment.base_url,
                 plan.served_model or None,
                 plan.reset_cache_path,
@@ -260,8 +349,11 @@ class ExperimentRunner:
             m.interrupted = True
         except EngineFailure as exc:
             m.state = "FAILED"
+            kind: str = exc.kind
+            if kind == "startup_crash" and self.engine.missing_module(exc.log_tail):
+                kind = "executable_missing"  # the engine's own package is not installed
             m.failure = FailureRecord(
-                kind=exc.kind,
+                kind=kind,
                 reason=explain(exc.message, exc.log_tail, self.engine.failure_detail(exc.log_tail)),
                 log_tail=exc.log_tail,
                 exit_code=exc.exit_code,
@@ -281,6 +373,7 @@ class ExperimentRunner:
     def _benchmark(
         self,
         m: Measurement,
+        config: Config,
         base_url: str,
         model: str | None,
         reset_path: str | None,
@@ -291,11 +384,12 @@ class ExperimentRunner:
     ) -> None:
         wl = self.body.workload
         target = TargetConfig(base_url=base_url, model=model, api=wl.api, ignore_eos=wl.ignore_eos)
-        requests = self._requests(wl.requests_per_level)
-        warmup_requests = self._requests(wl.warmup_requests)
         seed = self.body.search.seed
+        deal = PromptDeal(self.workload.requests, seed=seed)
+        slo = self.body.slo
 
         def remaining() -> float | None:
+            """This level's share of the time budget, computed afresh before every level."""
             left = deadline - time.monotonic()
             if left <= 0:
                 raise EngineFailure(
@@ -305,75 +399,104 @@ class ExperimentRunner:
             cap = wl.max_duration_per_level
             return min(left, cap) if cap is not None else left
 
-        if warmup_requests:
+        def reset_cache() -> None:
+            if reset_path:
+                _post(base_url + reset_path)
+
+        if wl.warmup_requests:
+            warmup, _ = deal.take(wl.warmup_requests)
             run_sync(
                 run_load_point(
                     target,
-                    warmup_requests,
-                    concurrency=min(4, len(warmup_requests)),
+                    warmup,
+                    concurrency=min(4, len(warmup)),
                     seed=seed,
                     gpus=gpus,
                     timeout_s=wl.request_timeout,
                     max_duration_s=remaining(),
+                    time_scale=self.time_scale,
                 )
             )
         load = wl.load
-        points: list[LoadPointResult] = []
+        plan: LevelPlan
         if load.capacity is not None:
             cap = load.capacity
-            result = run_sync(
-                find_capacity(
-                    target,
-                    requests,
-                    by=cap.by,
-                    low=cap.low,
-                    high=cap.high,
-                    max_steps=cap.max_steps,
-                    tolerance=cap.tolerance,
-                    slo=self.body.slo,
-                    burstiness=load.burstiness,
-                    seed=seed,
-                    gpus=gpus,
-                    timeout_s=wl.request_timeout,
-                    max_duration_s=remaining(),
-                )
+            kind: Literal["concurrency", "request_rate"] = (
+                "concurrency" if cap.by == "concurrency" else "request_rate"
             )
-            points = list(result.points)
+            plan = Bisection(
+                by=kind, low=cap.low, high=cap.high, max_steps=cap.max_steps, tolerance=cap.tolerance
+            )
+        elif load.concurrency is not None:
+            kind = "concurrency"
+            plan = FixedLevels([float(c) for c in load.concurrency])
         else:
-            levels: Sequence[tuple[str, float]] = (
-                [("concurrency", float(c)) for c in load.concurrency]
-                if load.concurrency is not None
-                else [("request_rate", float(r)) for r in (load.request_rate or [])]
-            )
-            for kind, value in levels:
-                if cancel.is_set():
-                    raise DeployCancelled("cancelled between load points")
-                if reset_path:
-                    _post(base_url + reset_path)
-                self.progress("load_point", {"kind": kind, "value": value})
-                point = run_sync(
-                    run_load_point(
-                        target,
-                        requests,
-                        concurrency=int(value) if kind == "concurrency" else None,
-                        request_rate=value if kind == "request_rate" else None,
-                        burstiness=load.burstiness,
-                        seed=seed,
-                        gpus=gpus,
-                        slo=self.body.slo,
-                        timeout_s=wl.request_timeout,
-                        max_duration_s=remaining(),
+            kind = "request_rate"
+            plan = FixedLevels([float(r) for r in (load.request_rate or [])])
+
+        points: list[LoadPointResult] = []
+        while (value := plan.next_level()) is not None:
+            if cancel.is_set():
+                raise DeployCancelled("cancelled between load points")
+            self.progress("load_point", {"kind": kind, "value": value})
+            repeats: list[LoadPointResult] = []
+            notes: list[str] = []
+            for _ in range(wl.repeats):
+                # the warm-up's and earlier levels' prompts are out of the cache and out of the list
+                reset_cache()
+                requests, note = deal.take(wl.requests_per_level)
+                if note:
+                    notes.append(note)
+                repeats.append(
+                    run_sync(
+                        run_load_point(
+                            target,
+                            requests,
+                            concurrency=int(value) if kind == "concurrency" else None,
+                            request_rate=value if kind == "request_rate" else None,
+                            burstiness=load.burstiness,
+                            seed=seed,
+                            gpus=gpus,
+                            slo=slo,
+                            timeout_s=wl.request_timeout,
+                            max_duration_s=remaining(),
+                            time_scale=self.time_scale,
+                            workers=wl.workers,
+                        )
                     )
                 )
-                points.append(point)
-                crash_point("load_point_done")
-                m.load_points.append(_point(point, self.time_scale))
-                if not deployment.alive():
-                    raise deployment.failure(
-                        "crashed", f"the engine died during the load point {kind}={value:g}"
+                if cancel.is_set():
+                    raise DeployCancelled("cancelled during a load point")
+            point = combine_repeats(repeats)
+            points.append(point)
+            crash_point("load_point_done")
+            record = _point(point, list(dict.fromkeys(notes)))
+            if len(repeats) > 1:
+                record.spread = point.extra["spread"]
+                record.measured["repeats"] = len(repeats)
+            m.load_points.append(record)
+            if not deployment.alive():
+                raise deployment.failure("crashed", f"the engine died during the load point {kind}={value:g}")
+            passed, reasons = level_verdict(point, slo)
+            plan.record(point, passed, reasons)
+            if self.on_level is not None:
+                decision = self.on_level(
+                    LevelOutcome(
+                        config=config,
+                        index=len(points) - 1,
+                        point=record,
+                        passed=passed,
+                        reasons=tuple(reasons),
+                        points=tuple(m.load_points),
                     )
-        if load.capacity is not None:
-            m.load_points = [_point(p, self.time_scale) for p in points]
+                )
+                if decision is not None:
+                    record.notes.append(f"no further load levels: {decision.reason}")
+                    if decision.prune:
+                        m.state = "PRUNED"
+                    break
+        if isinstance(plan, Bisection) and plan.result.summary:
+            m.load_points[-1].notes.append(f"capacity search: {plan.result.summary}")
         if not deployment.alive():
             raise deployment.failure("crashed", "the engine died during the benchmark")
         rates = [p.metrics.get("error_rate") for p in points]

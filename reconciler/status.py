@@ -15,7 +15,7 @@ from reconciler import __version__
 from specs.errors import SpecProblem
 from specs.model import TuningSpec
 from specs.ranking import best, pareto_front
-from specs.records import Condition, ExperimentRecord, StatusRecord
+from specs.records import Condition, ExperimentRecord, StatusRecord, failure_side
 
 Phase = Literal["running", "done", "stalled", "suspended", "failed", "deleted"]
 
@@ -78,6 +78,16 @@ def cap_problems(problems: Sequence[SpecProblem]) -> list[SpecProblem]:
     return kept
 
 
+def environment_condition(records: Sequence[ExperimentRecord], old: StatusRecord | None) -> Condition:
+    """``Degraded`` is True while the generation's latest experiment failed on the environment's
+    side (:func:`specs.records.failure_side`): the host needs fixing, not the spec."""
+    latest = records[-1] if records else None
+    failure = latest.failure if latest is not None and latest.state == "FAILED" else None
+    if failure is not None and failure_side(failure.kind) == "environment":
+        return _condition("Degraded", "True", "EnvironmentFailure", f"{failure.kind}: {failure.reason}", old)
+    return _condition("Degraded", "False", "AsExpected", "", old)
+
+
 def build_status(
     *,
     name: str,
@@ -123,6 +133,7 @@ def build_status(
             old,
         ),
     ]
+    conditions.append(environment_condition(gen_records, old))
     status = StatusRecord(
         tool_version=__version__,
         spec=name,

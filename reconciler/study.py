@@ -43,7 +43,14 @@ from reconciler.results import ResultsStore
 from specs.errors import MissingExtraError
 from specs.model import ParamSpec, Scalar, TuningSpec
 from specs.ranking import best as best_record
-from specs.records import ExperimentRecord, FailureRecord, GpuRecord, LoadPointRecord, ObjectiveRecord
+from specs.records import (
+    ExperimentRecord,
+    FailureRecord,
+    GpuRecord,
+    LoadPointRecord,
+    ObjectiveRecord,
+    failure_side,
+)
 from specs.slo import ObjectiveMissing, constraint_values, evaluate, hard_ok, objective_values, pick_summary
 from specs.space import Config, axes, constraint_view, constraints, feasible_count, grid
 
@@ -92,17 +99,16 @@ class StudyOutcome:
     best: ExperimentRecord | None
 
 
-#: failures that say something about the configuration itself, so they are reused like a
-#: measurement; other failures (timeouts, backend trouble) may pass and are tried again
-DETERMINISTIC_FAILURES = ("oom", "startup_crash", "invalid_config")
-
-
 def _reusable(r: ExperimentRecord) -> bool:
+    """A measurement, or a failure on the *configuration* side of the taxonomy
+    (:func:`specs.records.failure_side`), is reused like a measurement. Environment failures
+    (missing executable, too few GPUs, ...) and transient ones (timeouts) are not: fixing the
+    host, or plain luck, must lead to a new measurement."""
     if r.reused_from is not None:
         return False
     if r.state == "COMPLETE":
         return True
-    return r.state == "FAILED" and r.failure is not None and r.failure.kind in DETERMINISTIC_FAILURES
+    return r.state == "FAILED" and r.failure is not None and failure_side(r.failure.kind) == "configuration"
 
 
 def config_hash(spec: TuningSpec, engine_flags: dict[str, Any], workload_fingerprint: str) -> str:

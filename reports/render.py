@@ -583,7 +583,12 @@ def _points_table(points: Sequence[Any], loads: Sequence[str], bounds: dict[str,
         for p in points:
             v = p.metrics.get(m)
             text = "–" if v is None else number(v * scale) + suffix
-            cells.append((text, bound is not None and (v is None or v > bound)))
+            spread = getattr(p, "spread", {}).get(m)
+            span = None
+            if spread and v is not None and spread["min"] != spread["max"]:
+                # repeats: the cell is their median, with the range beside it
+                span = (number(spread["min"] * scale), number(spread["max"] * scale))
+            cells.append((text, bound is not None and (v is None or v > bound), span))
         rows.append({"title": title, "bound": None if bound is None else fmt(m, bound), "cells": cells})
     return {"loads": list(loads), "rows": rows}
 

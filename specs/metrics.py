@@ -32,7 +32,12 @@ COUNT_METRICS: tuple[str, ...] = (
     "duration_s",
 )
 
-ALL_METRICS: tuple[str, ...] = LATENCY_METRICS + RATE_METRICS + COUNT_METRICS
+#: The client's own lateness against an open-loop schedule (request-rate levels only): actual
+#: send time minus scheduled send time, wall-clock milliseconds. A high value means the client,
+#: not the server, lowered the offered load.
+CLIENT_METRICS: tuple[str, ...] = tuple(f"schedule_delay_{s}_ms" for s in STATS)
+
+ALL_METRICS: tuple[str, ...] = LATENCY_METRICS + RATE_METRICS + COUNT_METRICS + CLIENT_METRICS
 
 #: Which way is better for each metric, used for defaults and sanity checks of objectives.
 NATURAL_DIRECTION: dict[str, Literal["minimize", "maximize"]] = {
@@ -43,6 +48,7 @@ NATURAL_DIRECTION: dict[str, Literal["minimize", "maximize"]] = {
     "failed": "minimize",
     "error_rate": "minimize",
     "duration_s": "minimize",
+    **{m: "minimize" for m in CLIENT_METRICS},
 }
 
 #: Metrics an SLO may bound: the per-request latencies, plus error rate.

@@ -535,6 +535,19 @@ class WorkloadSpec(_Strict):
     request_timeout: Duration = Field(default=300.0, alias="requestTimeout")
     max_duration_per_level: Duration | None = Field(default=None, alias="maxDurationPerLevel")
     ignore_eos: bool = Field(default=True, alias="ignoreEos")
+    repeats: int = Field(
+        default=1,
+        ge=1,
+        le=20,
+        description="Measure every load point this many times (fresh prompts each time); the record "
+        "keeps the median and the min/median/max spread of every metric.",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Load generator processes per load point; default: from the free cores and the load.",
+    )
 
 
 # ------------------------------------------------------------------------------------ SLO, objectives

@@ -84,6 +84,13 @@ class LoadPointRecord(_Record):
     errors: dict[str, int] = Field(default_factory=dict)
     slo: list[dict[str, Any]] = Field(default_factory=list)
     feasible: bool | None = None
+    #: the same metrics in wall-clock time, when the engine's clock runs faster (the sim's
+    #: time scale); ``metrics`` and every verdict are in the engine's time
+    wall_metrics: dict[str, float | None] = Field(default_factory=dict, alias="wallMetrics")
+    #: with ``repeats`` > 1: metric -> {min, median, max} over the repeats (``metrics`` holds the medians)
+    spread: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: how it was measured: repeats, load generator workers, time scale, prefix-cache hits reported
+    measured: dict[str, Any] = Field(default_factory=dict)
 
 
 class FailureRecord(_Record):
@@ -137,7 +144,9 @@ class ExperimentRecord(_Record):
 
 
 class Condition(_Record):
-    type: Literal["Ready", "Reconciling", "Stalled"]
+    #: ``Degraded``: the host, not the spec, keeps experiments from running (an environment
+    #: failure, :data:`ENVIRONMENT_FAILURES`); they are retried, and the condition clears when one runs
+    type: Literal["Ready", "Reconciling", "Stalled", "Degraded"]
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""

@@ -216,6 +216,18 @@ class Engine(Protocol):
         binary), checked before a study with the local backend starts; ``None`` when it can."""
         ...
 
+    def executable_problem(self) -> str | None:
+        """Why the engine's executable cannot be started as a process on this host right now
+        (not on ``PATH``, its module not importable); ``None`` when it can. The experiment
+        runner asks before every launch on the local backend and records an
+        ``executable_missing`` failure (an environment failure: never cached), so installing
+        the engine later makes the configuration run."""
+        ...
+
+    def missing_module(self, log_tail: str) -> bool:
+        """The start-up log says the engine itself is not installed (``No module named``)."""
+        ...
+
     def failure_detail(self, log_tail: str) -> str | None:
         """The engine's own words for why it stopped, read from its log tail the way this
         engine writes it; ``None`` to let the runner pick the last error-looking line."""

@@ -17,6 +17,9 @@ the autotuner owns, and what their model block cannot express.
 from __future__ import annotations
 
 import abc
+import importlib.util
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -120,6 +123,40 @@ class TableEngine(abc.ABC):
         """See :meth:`backends.engines.base.Engine.local_problem`; engines that ship as an
         optional extra or a binary override it (llama.cpp)."""
         return None
+
+    def executable_problem(self) -> str | None:
+        """See :meth:`backends.engines.base.Engine.executable_problem`: the command's program
+        must be on ``PATH`` (or an existing file), and a module run with ``-m`` by the daemon's
+        own interpreter must be importable. A module run by *another* interpreter (SGLang's
+        ``python3 -m sglang.launch_server``, in the engine's own environment) cannot be looked
+        up without starting it; its ``No module named`` at start-up is recognised instead
+        (:meth:`missing_module`)."""
+        argv = self.command()
+        program = argv[0]
+        if shutil.which(program) is None:
+            return f"{self.title}'s executable {program!r} is not on the daemon's PATH"
+        module = self._module()
+        if module is not None and program == sys.executable:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ImportError:  # a parent package is missing
+                found = False
+            if not found:
+                return f"{self.title}'s module {module!r} is not installed in the daemon's Python"
+        return None
+
+    def missing_module(self, log_tail: str) -> bool:
+        """The engine's log says its own module could not be imported (``No module named 'x'``
+        for the top package of the ``-m`` module): the engine is not installed, whatever the flags."""
+        module = self._module()
+        if module is None:
+            return False
+        top = module.split(".")[0]
+        return f"No module named '{top}'" in log_tail or f"No module named {top}" in log_tail
+
+    def _module(self) -> str | None:
+        argv = self.command()
+        return argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
 
     def failure_detail(self, log_tail: str) -> str | None:
         """See :meth:`backends.engines.base.Engine.failure_detail`; engines with a known log

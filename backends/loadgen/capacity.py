@@ -22,7 +22,7 @@ import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from backends.loadgen.runner import Progress, run_load_point
 from backends.loadgen.target import PromptLike, TargetConfig, fetch_model
@@ -83,6 +83,107 @@ def _next_level(low: float, high: float, integer: bool) -> float | None:
     return mid
 
 
+class LevelPlan(Protocol):
+    """Which load level to measure next, given the verdicts so far: the one interface the
+    experiment runner's per-level loop drives, for fixed levels and capacity search alike, so
+    that both get the same per-level hooks (cancel, liveness, cache reset, budget)."""
+
+    def next_level(self) -> float | None:
+        """The next level to measure, or None when the plan is done."""
+        ...
+
+    def record(self, point: LoadPointResult, ok: bool, reasons: list[str]) -> None:
+        """The measured point at the level :meth:`next_level` gave, and its verdict."""
+        ...
+
+
+class FixedLevels:
+    """The spec's list of levels, in order, whatever their verdicts."""
+
+    def __init__(self, levels: Sequence[float]) -> None:
+        self._levels = list(levels)
+        self._i = 0
+
+    def next_level(self) -> float | None:
+        return self._levels[self._i] if self._i < len(self._levels) else None
+
+    def record(self, point: LoadPointResult, ok: bool, reasons: list[str]) -> None:
+        self._i += 1
+
+
+class Bisection:
+    """Capacity search as a step-by-step plan (see the module docstring): ``low``, then
+    ``high``, then log-space bisection; :attr:`result` holds what was measured."""
+
+    def __init__(
+        self,
+        *,
+        by: Literal["concurrency", "request_rate"],
+        low: float,
+        high: float,
+        max_steps: int = 6,
+        tolerance: float = 0.1,
+    ) -> None:
+        self.integer = by == "concurrency"
+        if self.integer:
+            low, high = float(max(1, math.ceil(low))), float(math.floor(high))
+        if not 0 < low < high:
+            raise ValueError(f"capacity search needs 0 < low < high, got low={low:g}, high={high:g}")
+        self.low, self.high = low, high
+        self.max_steps = max_steps
+        self.tolerance = tolerance
+        self.steps = 0
+        self.result = CapacityResult(by=by, points=[], passed=[], best=None, summary="")
+        self._pending: float | None = low
+        self._phase = "low"
+
+    def next_level(self) -> float | None:
+        return self._pending
+
+    def record(self, point: LoadPointResult, ok: bool, reasons: list[str]) -> None:
+        res = self.result
+        res.points.append(point)
+        res.passed.append(ok)
+        res.reasons.append(reasons)
+        if ok and (res.best is None or point.load_value > res.best.load_value):
+            res.best = point
+        level = self._pending
+        assert level is not None, "record() after the plan ended"
+        if self._phase == "low":
+            if not ok:
+                return self._end(f"even the lowest level ({level:g}) misses the SLOs: no capacity within SLO")
+            self._phase, self._pending = "high", self.high
+            return None
+        if self._phase == "high":
+            if ok:
+                return self._end(
+                    f"the highest level ({level:g}) meets the SLOs: capacity is at least {level:g}"
+                )
+            self._phase = "bisect"
+        else:
+            if ok:
+                self.low = level
+            else:
+                self.high = level
+        if self.steps >= self.max_steps or self.high / self.low - 1 <= self.tolerance:
+            return self._end_bisection()
+        mid = _next_level(self.low, self.high, self.integer)
+        if mid is None:
+            return self._end_bisection()
+        self.steps += 1
+        self._pending = mid
+        return None
+
+    def _end_bisection(self) -> None:
+        self._end(
+            f"capacity {self.low:g} (meets the SLOs), {self.high:g} does not; {self.steps} bisection steps"
+        )
+
+    def _end(self, summary: str) -> None:
+        self.result.summary = summary
+        self._pending = None
+
+
 async def bisect(
     measure: Callable[[float], Awaitable[LoadPointResult]],
     verdict: Callable[[LoadPointResult], tuple[bool, list[str]]],
@@ -95,43 +196,14 @@ async def bisect(
     on_point: Callable[[LoadPointResult, bool, list[str]], None] | None = None,
 ) -> CapacityResult:
     """The search itself, independent of how a level is measured (tested with a fake ``measure``)."""
-    integer = by == "concurrency"
-    if integer:
-        low, high = float(max(1, math.ceil(low))), float(math.floor(high))
-    if not 0 < low < high:
-        raise ValueError(f"capacity search needs 0 < low < high, got low={low:g}, high={high:g}")
-    result = CapacityResult(by=by, points=[], passed=[], best=None, summary="")
-
-    async def probe(level: float) -> bool:
+    plan = Bisection(by=by, low=low, high=high, max_steps=max_steps, tolerance=tolerance)
+    while (level := plan.next_level()) is not None:
         point = await measure(level)
         ok, why = verdict(point)
-        result.points.append(point)
-        result.passed.append(ok)
-        result.reasons.append(why)
-        if ok and (result.best is None or point.load_value > result.best.load_value):
-            result.best = point
+        plan.record(point, ok, why)
         if on_point is not None:
             on_point(point, ok, why)
-        return ok
-
-    if not await probe(low):
-        result.summary = f"even the lowest level ({low:g}) misses the SLOs: no capacity within SLO"
-        return result
-    if await probe(high):
-        result.summary = f"the highest level ({high:g}) meets the SLOs: capacity is at least {high:g}"
-        return result
-    steps = 0
-    while steps < max_steps and high / low - 1 > tolerance:
-        mid = _next_level(low, high, integer)
-        if mid is None:
-            break
-        steps += 1
-        if await probe(mid):
-            low = mid
-        else:
-            high = mid
-    result.summary = f"capacity {low:g} (meets the SLOs), {high:g} does not; {steps} bisection steps"
-    return result
+    return plan.result
 
 
 async def find_capacity(
@@ -152,6 +224,8 @@ async def find_capacity(
     max_duration_s: float | None = None,
     progress: Callable[[float], Progress | None] | None = None,
     on_point: Callable[[LoadPointResult, bool, list[str]], None] | None = None,
+    time_scale: float = 1.0,
+    workers: int | None = 1,
 ) -> CapacityResult:
     """Bisect over concurrency or request rate for the highest level within the hard SLOs.
 
@@ -176,6 +250,8 @@ async def find_capacity(
             timeout_s=timeout_s,
             max_duration_s=max_duration_s,
             progress=progress(level) if progress is not None else None,
+            time_scale=time_scale,
+            workers=workers,
         )
 
     return await bisect(

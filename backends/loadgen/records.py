@@ -48,12 +48,17 @@ class RequestRecord:
     #: usage reported by the server (``prompt_tokens``, ``completion_tokens``); None if absent
     usage_input_tokens: int | None = None
     usage_output_tokens: int | None = None
+    #: prompt tokens the server says came from its prefix cache (``prompt_tokens_details``)
+    usage_cached_tokens: int | None = None
     #: input length known from the dataset, used when the server reports no usage
     expected_input_tokens: int | None = None
     error: str | None = None
     error_detail: str | None = None
     #: server-side send times (``x_sent_at``, wall clock) of the content chunks, when asked for
     server_sent_at: list[float] | None = None
+    #: open loop: when the schedule said to send it (same clock as ``send_time``); the
+    #: difference is the client's own lateness (``schedule_delay_*_ms``)
+    scheduled_time: float | None = None
 
     @property
     def ok(self) -> bool:

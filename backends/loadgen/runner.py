@@ -25,7 +25,7 @@ import contextlib
 import gc
 import resource
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,7 +36,7 @@ from backends.loadgen.aggregate import aggregate
 from backends.loadgen.clock import receive_clock
 from backends.loadgen.records import RequestRecord
 from backends.loadgen.schedule import arrival_offsets
-from backends.loadgen.stream import stream_request
+from backends.loadgen.stream import send_stamps, stream_request
 from backends.loadgen.target import PromptLike, TargetConfig, fetch_model
 from backends.measure import LoadPointResult
 from specs.model import SloBound
@@ -61,6 +61,10 @@ class LoadPointRun:
     #: ``time.time() - time.perf_counter()`` at the start: converts record times to wall clock
     wall_offset: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: engine seconds per wall second (see :mod:`.aggregate`)
+    time_scale: float = 1.0
+    #: processes that generated the load (1: this event loop alone)
+    workers: int = 1
 
 
 @contextlib.contextmanager
@@ -119,8 +123,12 @@ class _Level:
         self.max_in_flight = 0
         self.started = 0
 
-    async def send(self, index: int, body: bytes, expected_input: int | None) -> RequestRecord:
-        rec = RequestRecord(index=index, send_time=0.0, expected_input_tokens=expected_input)
+    async def send(
+        self, index: int, body: bytes, expected_input: int | None, scheduled: float | None = None
+    ) -> RequestRecord:
+        rec = RequestRecord(
+            index=index, send_time=0.0, expected_input_tokens=expected_input, scheduled_time=scheduled
+        )
         self.started += 1
         self.in_flight += 1
         if self.in_flight > self.max_in_flight:
@@ -145,53 +153,141 @@ def _expected_input(req: PromptLike) -> int | None:
     return value if isinstance(value, int) else None
 
 
+Job = tuple[int, bytes, int | None]
+#: hands out the index of the next job to send (closed loop), None when there is none left
+Take = Callable[[], int | None]
+
+
 async def _closed_loop(
     level: _Level,
-    jobs: Sequence[tuple[int, bytes, int | None]],
-    concurrency: int,
+    jobs: Sequence[Job],
+    streams: int,
+    take: Take,
     done: Callable[[RequestRecord], None],
 ) -> None:
-    queue = iter(jobs)
-
     async def worker() -> None:
-        # one shared iterator: next() has no await, so workers never take the same job
-        for index, body, expected in queue:
+        # take() has no await (in-process: an iterator; workers: a shared counter), so no two
+        # streams, in this process or another, ever send the same job
+        while (i := take()) is not None:
+            index, body, expected = jobs[i]
             done(await level.send(index, body, expected))
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(jobs)))))
+    await asyncio.gather(*(worker() for _ in range(min(streams, len(jobs)))))
 
 
 async def _open_loop(
     level: _Level,
-    jobs: Sequence[tuple[int, bytes, int | None]],
-    rate: float,
-    burstiness: float,
-    seed: int,
+    jobs: Sequence[Job],
+    mine: Sequence[tuple[int, float]],
+    start: float,
     cap: int | None,
     done: Callable[[RequestRecord], None],
 ) -> None:
-    offsets = arrival_offsets(len(jobs), rate, burstiness=burstiness, seed=seed)
+    """Send ``jobs[i]`` at ``start + offset`` for each ``(i, offset)`` of ``mine``; each record
+    keeps its scheduled time, so the client's own lateness is measured, not hidden."""
     slots = asyncio.Semaphore(cap) if cap else None
     tasks: list[asyncio.Task[None]] = []
 
-    async def one(index: int, body: bytes, expected: int | None) -> None:
+    async def one(index: int, body: bytes, expected: int | None, at: float) -> None:
         if slots is None:
-            done(await level.send(index, body, expected))
+            done(await level.send(index, body, expected, at))
             return
         async with slots:
-            done(await level.send(index, body, expected))
+            done(await level.send(index, body, expected, at))
 
-    start = time.perf_counter()
     try:
-        for (index, body, expected), offset in zip(jobs, offsets, strict=True):
-            delay = start + offset - time.perf_counter()
+        for i, offset in mine:
+            index, body, expected = jobs[i]
+            at = start + offset
+            delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(index, body, expected)))
+            tasks.append(asyncio.create_task(one(index, body, expected, at)))
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
+
+
+@dataclass
+class PhaseResult:
+    """What one event loop (the caller's, or one worker process's) measured."""
+
+    records: list[RequestRecord]
+    warmup: list[RequestRecord]
+    started: int
+    max_in_flight: int
+
+
+async def run_phase(
+    target: TargetConfig,
+    jobs: Sequence[Job],
+    *,
+    warm_jobs: Sequence[Job] = (),
+    streams: int = 1,
+    take: Take | None = None,
+    schedule: Sequence[tuple[int, float]] | None = None,
+    cap: int | None = None,
+    pool: int = 0,
+    timeout_s: float = 300.0,
+    max_duration_s: float | None = None,
+    start: Callable[[], Awaitable[float]] | None = None,
+    measured: Callable[[RequestRecord], None] | None = None,
+) -> PhaseResult:
+    """One event loop's share of a load point, on its own connections: warm-up first, then
+    (after ``start()`` says when, on the ``perf_counter`` clock every process shares) the
+    measured phase: closed loop over ``take()`` with ``streams`` streams, or open loop over
+    ``schedule``. The single-process load point and every worker process run this."""
+    connector = aiohttp.TCPConnector(limit=pool, limit_per_host=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
+    records: list[RequestRecord] = []
+    warm_records: list[RequestRecord] = []
+
+    def done(rec: RequestRecord) -> None:
+        records.append(rec)
+        if measured is not None:
+            measured(rec)
+
+    # per-request work kept out of aiohttp's path: one parsed URL, fixed headers on the session,
+    # no cookie jar (an inference API sets none)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers={"Content-Type": "application/json", **target.headers},
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        trace_configs=[send_stamps()],
+    ) as session:
+        stamp = receive_clock()
+        if warm_jobs:
+            warm_level = _Level(target, session, stamp)
+            warm_iter = iter(range(len(warm_jobs)))
+            await _closed_loop(
+                warm_level,
+                warm_jobs,
+                streams if schedule is None else min(len(warm_jobs), 8),
+                lambda: next(warm_iter, None),
+                warm_records.append,
+            )
+        level = _Level(target, session, stamp)
+        # the collection that _quiet_gc starts with can take 100 ms on a loaded machine: the
+        # start instant is named after it, or every scheduled send would be late by that much
+        with _quiet_gc():
+            t0 = await start() if start is not None else time.perf_counter()
+            if schedule is not None:
+                phase = _open_loop(level, jobs, schedule, t0, cap, done)
+            else:
+                assert take is not None
+                phase = _closed_loop(level, jobs, streams, take, done)
+            delay = t0 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if max_duration_s:
+                with contextlib.suppress(TimeoutError):  # the deadline, not a request timeout
+                    await asyncio.wait_for(phase, max(0.0, t0 + max_duration_s - time.perf_counter()))
+            else:
+                await phase
+    return PhaseResult(records, warm_records, level.started, level.max_in_flight)
 
 
 async def collect(
@@ -206,8 +302,16 @@ async def collect(
     timeout_s: float = 300.0,
     max_duration_s: float | None = None,
     progress: Progress | None = None,
+    time_scale: float = 1.0,
+    workers: int | None = 1,
 ) -> LoadPointRun:
     """Send ``requests`` at one load level and return every request's record.
+
+    ``request_rate`` is in requests per second of the *engine's* time: with ``time_scale`` (engine
+    seconds per wall second, see :mod:`.aggregate`) the client sends ``request_rate *
+    time_scale`` per wall second. ``workers`` > 1 spreads the streams over that many processes
+    (:mod:`.workers`); None picks a number from the free cores and the load
+    (:func:`.workers.default_workers`).
 
     Raises ValueError for an impossible load, and (only when ``target.model`` is None and must be
     looked up) TransientError/UserError from :func:`target.fetch_model`. Server faults during the
@@ -216,8 +320,10 @@ async def collect(
     _check_load(concurrency, request_rate, burstiness)
     if timeout_s <= 0:
         raise ValueError("timeout_s must be > 0")
+    if not time_scale > 0:
+        raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
     model = target.model or await fetch_model(target, timeout_s=min(timeout_s, 30.0))
-    jobs = [
+    jobs: list[Job] = [
         (i, target.body(model, r.prompt, int(r.max_tokens)), _expected_input(r))
         for i, r in enumerate(requests)
     ]
@@ -233,56 +339,67 @@ async def collect(
         _raise_fd_limit(pool)
     load_kind: Literal["concurrency", "request_rate"] = "request_rate" if open_loop else "concurrency"
     load_value = float(request_rate if request_rate is not None else (concurrency or 1))
+    schedule: list[tuple[int, float]] | None = None
+    if request_rate is not None:
+        offsets = arrival_offsets(len(jobs), request_rate * time_scale, burstiness=burstiness, seed=seed)
+        schedule = list(enumerate(offsets))
 
-    connector = aiohttp.TCPConnector(limit=pool, limit_per_host=0, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
-    records: list[RequestRecord] = []
-    warm_records: list[RequestRecord] = []
+    from backends.loadgen import workers as _workers  # the process pool imports this module
+
+    n_workers = _workers.default_workers(concurrency, len(jobs)) if workers is None else max(1, workers)
+    n_workers = min(n_workers, max(1, len(jobs)), concurrency or len(jobs) or 1)
     failed = 0
     notes: list[str] = []
+    measured_count = 0
 
     def measured(rec: RequestRecord) -> None:
-        nonlocal failed
-        records.append(rec)
+        nonlocal failed, measured_count
+        measured_count += 1
         if not rec.ok:
             failed += 1
         if progress is not None:
-            progress(len(records), failed, len(jobs))
+            progress(measured_count, failed, len(jobs))
 
-    # per-request work kept out of aiohttp's path: one parsed URL, fixed headers on the session,
-    # no cookie jar (an inference API sets none)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        headers={"Content-Type": "application/json", **target.headers},
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-    ) as session:
-        stamp = receive_clock()
-        if n_warm:
-            warm_level = _Level(target, session, stamp)
-            await _closed_loop(warm_level, warm_jobs, concurrency or min(n_warm, 8), warm_records.append)
-        level = _Level(target, session, stamp)
-        wall_offset = time.time() - time.perf_counter()
-        if open_loop:
-            assert request_rate is not None
-            phase = _open_loop(level, jobs, request_rate, burstiness, seed, concurrency, measured)
-        else:
-            phase = _closed_loop(level, jobs, concurrency or 1, measured)
-        with _quiet_gc():
-            if max_duration_s:
-                with contextlib.suppress(TimeoutError):  # the deadline, not a request timeout
-                    await asyncio.wait_for(phase, max_duration_s)
-            else:
-                await phase
-    cancelled = level.started - len(records)
+    wall_offset = time.time() - time.perf_counter()
+    if n_workers > 1:
+        phase = await _workers.run_workers(
+            target,
+            jobs,
+            n_workers,
+            warm_jobs=warm_jobs,
+            concurrency=concurrency,
+            schedule=schedule,
+            pool=pool,
+            timeout_s=timeout_s,
+            max_duration_s=max_duration_s,
+            measured=measured,
+        )
+        notes.append(f"load generated by {n_workers} worker processes sharing one schedule and clock")
+    else:
+        it = iter(range(len(jobs)))
+        phase = await run_phase(
+            target,
+            jobs,
+            warm_jobs=warm_jobs,
+            streams=(concurrency or 1) if not open_loop else min(n_warm, 8) or 1,
+            take=None if open_loop else (lambda: next(it, None)),
+            schedule=schedule,
+            cap=concurrency if open_loop else None,
+            pool=pool,
+            timeout_s=timeout_s,
+            max_duration_s=max_duration_s,
+            measured=measured,
+        )
+    records = phase.records
+    cancelled = phase.started - len(records)
     if cancelled:
         notes.append(
             f"max_duration_s ({max_duration_s:g} s) ran out: {cancelled} requests in flight were cancelled "
-            f"and {len(jobs) - level.started} never sent; neither is counted"
+            f"and {len(jobs) - phase.started} never sent; neither is counted"
         )
-    elif max_duration_s and level.started < len(jobs):
-        notes.append(f"max_duration_s ran out: {len(jobs) - level.started} requests never sent")
+    elif max_duration_s and phase.started < len(jobs):
+        notes.append(f"max_duration_s ran out: {len(jobs) - phase.started} requests never sent")
+    warm_records = phase.warmup
     warm_failed = [r for r in warm_records if not r.ok]
     if warm_failed:
         kinds = sorted({r.error or "?" for r in warm_failed})
@@ -296,9 +413,11 @@ async def collect(
         records=sorted(records, key=lambda r: r.index),
         warmup=warm_records,
         cancelled=cancelled,
-        max_in_flight=level.max_in_flight,
+        max_in_flight=phase.max_in_flight,
         wall_offset=wall_offset,
         notes=notes,
+        time_scale=time_scale,
+        workers=n_workers,
     )
 
 
@@ -307,13 +426,20 @@ def summarize_run(
 ) -> LoadPointResult:
     """Aggregate a run into the metric vocabulary, with the run's facts in ``extra``."""
     result = aggregate(
-        run.records, load_kind=run.load_kind, load_value=run.load_value, gpus=gpus, slo=slo, notes=run.notes
+        run.records,
+        load_kind=run.load_kind,
+        load_value=run.load_value,
+        gpus=gpus,
+        slo=slo,
+        notes=run.notes,
+        time_scale=run.time_scale,
     )
     result.extra.update(
         {
             "model": run.model,
             "cancelled": run.cancelled,
             "max_in_flight": run.max_in_flight,
+            "workers": run.workers,
             "warmup": {"sent": len(run.warmup), "failed": sum(1 for r in run.warmup if not r.ok)},
         }
     )
@@ -334,8 +460,11 @@ async def run_load_point(
     timeout_s: float = 300.0,
     max_duration_s: float | None = None,
     progress: Progress | None = None,
+    time_scale: float = 1.0,
+    workers: int | None = 1,
 ) -> LoadPointResult:
-    """Measure one load level and return its metrics (docs/architecture.md section 5).
+    """Measure one load level and return its metrics (docs/architecture.md section 5), in the
+    engine's time (``time_scale``, see :func:`collect`).
 
     ``request_rate`` given means open loop (``math.inf`` = all at once), optionally capped by
     ``concurrency``; otherwise closed loop at ``concurrency``.
@@ -351,5 +480,7 @@ async def run_load_point(
         timeout_s=timeout_s,
         max_duration_s=max_duration_s,
         progress=progress,
+        time_scale=time_scale,
+        workers=workers,
     )
     return summarize_run(run, gpus=gpus, slo=slo)

@@ -251,9 +251,16 @@ class ResponseFormat:
         stop = "" if self.chat else ',"stop_reason":null'
         return self._head + self._open + text + self._close + reason + stop + "}]" + self._tail()
 
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> str:
-        usage = json.dumps(self.usage(prompt_tokens, completion_tokens), separators=(",", ":"))
-        return self._head + ',"choices":[],"usage":' + usage + self._tail()
+    def usage_chunk(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+    ) -> str:
+        usage: dict[str, Any] = dict(self.usage(prompt_tokens, completion_tokens))
+        if cached_tokens is not None:
+            # vLLM's shape (``--enable-prompt-tokens-details``): how much of the prompt was a
+            # prefix-cache hit, so a client can check that its measured prompts were not cached
+            usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+        text = json.dumps(usage, separators=(",", ":"))
+        return self._head + ',"choices":[],"usage":' + text + self._tail()
 
     DONE = "data: [DONE]\n\n"
 

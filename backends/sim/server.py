@@ -224,7 +224,7 @@ async def _stream(
             sent = upto
         if stream.done:
             if gen.include_usage:
-                parts.append(fmt.usage_chunk(req.prompt_tokens, sent))
+                parts.append(fmt.usage_chunk(req.prompt_tokens, sent, req.cached_tokens))
             parts.append(fmt.DONE)
         if parts:
             await resp.write("".join(parts).encode())

@@ -233,6 +233,74 @@ def lag(server: Server, levels: list[int], output_len: int, repeats: int) -> lis
     return rows
 
 
+def _workers_lag_run(server: Server, workers: int, streams: int, output_len: int, seed: int) -> list[float]:
+    target = TargetConfig(server.url, model=server.model, ignore_eos=True, server_timestamps=True)
+    reqs = synthetic_requests(2 * streams, input_len=16, output_len=output_len, seed=seed)
+    run = run_sync(
+        collect(target, reqs, concurrency=streams, warmup=min(streams, 32), timeout_s=120, workers=workers)
+    )
+    return sorted(
+        (t + run.wall_offset - sent) * 1000
+        for r in run.records
+        for t, sent in zip(r.chunk_times, r.server_sent_at or [], strict=False)
+        if sent
+    )
+
+
+def workers_study(
+    kind: str, itl_ms: float, workers: list[int], streams: int, output_len: int, repeats: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Lag at ``streams`` streams against the paced server, and the zero-cost ceiling, for each
+    number of load generator processes; the worker counts take turns run by run."""
+    lags: dict[int, list[tuple[float, float]]] = {w: [] for w in workers}
+    server = Server(kind, itl_ms)
+    try:
+        for rep in range(repeats):
+            for w in workers:
+                samples = _workers_lag_run(server, w, streams, output_len, rep)
+                lags[w].append((percentile(samples, 50) or 0.0, percentile(samples, 99) or 0.0))
+    finally:
+        server.stop()
+    ceilings: dict[int, list[float]] = {w: [] for w in workers}
+    server = Server(kind, 0.0)
+    try:
+        target = TargetConfig(server.url, model=server.model, ignore_eos=True)
+        for rep in range(repeats):
+            for w in workers:
+                reqs = synthetic_requests(2 * streams, input_len=16, output_len=256, seed=rep)
+                run = run_sync(
+                    collect(target, reqs, concurrency=streams, warmup=32, timeout_s=120, workers=w)
+                )
+                ok = [r for r in run.records if r.ok]
+                dur = max(r.end_time or 0 for r in run.records) - min(r.send_time for r in run.records)
+                ceilings[w].append(sum(r.output_tokens for r in ok) / dur)
+    finally:
+        server.stop()
+    return {
+        "lag": [
+            {
+                "server": kind,
+                "streams": streams,
+                "workers": w,
+                "lag_p50_ms": statistics.median(x[0] for x in lags[w]),
+                "lag_p99_ms": statistics.median(x[1] for x in lags[w]),
+                "p99_per_run_ms": " / ".join(f"{x[1]:.2f}" for x in lags[w]),
+            }
+            for w in workers
+        ],
+        "ceiling": [
+            {
+                "server": kind,
+                "streams": streams,
+                "workers": w,
+                "output_tokens_per_s": statistics.median(ceilings[w]),
+                "per_run": " / ".join(f"{x / 1000:.0f}k" for x in ceilings[w]),
+            }
+            for w in workers
+        ],
+    }
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     keys = list(rows[0])
     fmt: Callable[[Any], str] = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -255,7 +323,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="lag runs per level; the median is reported")
     p.add_argument("--quick", action="store_true", help="fewer levels and requests (smoke run)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--workers",
+        metavar="N,N,...",
+        help="only the multi-process study: lag at 256 streams and the ceiling for each number of workers",
+    )
     args = p.parse_args(argv)
+    if args.workers:
+        counts = [int(x) for x in args.workers.split(",")]
+        before = os.getloadavg()
+        study = {
+            kind: workers_study(kind, args.itl_ms, counts, 256, 64, args.repeats)
+            for kind in (["stream", "sim"] if args.server == "both" else [args.server])
+        }
+        out = {"loadavg_before": before, "loadavg_after": os.getloadavg(), "cpus": os.cpu_count(), **study}
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(f"load average before {before[0]:.2f}, after {out['loadavg_after'][0]:.2f}")
+            for kind, res in study.items():
+                print(f"\n{kind}: lag at 256 streams")
+                print(_table(res["lag"]))
+                print(f"\n{kind}: ceiling at 256 streams, zero model cost")
+                print(_table(res["ceiling"]))
+        return 0
 
     ceiling_levels = [1, 64] if args.quick else [1, 16, 64, 256]
     lag_levels = [1, 64] if args.quick else [1, 64, 256]

@@ -88,8 +88,46 @@ class Engine:
             await asyncio.sleep(self.itl_s)
 
 
+class ExactEngine:
+    """``--exact``: every stream on its own timer, so the server's timing is known exactly: the
+    first token ``ttft`` after the request was parsed, then one every ``itl``, each scheduled
+    with ``call_at`` on a fixed grid (no shared ticker, whose phase would add 0..itl to TTFT).
+    Each chunk carries ``x_sent_at`` and ``x_late_ms``, how late the server's own loop was."""
+
+    def __init__(self, itl_s: float, ttft_s: float) -> None:
+        self.itl_s = itl_s
+        self.ttft_s = ttft_s
+
+    def add(self, stream: _Stream) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        loop.call_at(t0 + self.ttft_s, self._emit, stream, t0 + self.ttft_s)
+
+    def _emit(self, s: _Stream, due: float) -> None:
+        if s.transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        late_ms = (loop.time() - due) * 1000
+        s.left -= 1
+        finish = b'"length"' if s.left == 0 else b"null"
+        payload = b'%s"finish_reason":%s}],"x_sent_at":%.6f,"x_late_ms":%.3f}\n\n' % (
+            _CHUNK_PREFIX,
+            finish,
+            time.time(),
+            late_ms,
+        )
+        if s.left:
+            s.transport.write(_frame(payload))
+            loop.call_at(due + self.itl_s, self._emit, s, due + self.itl_s)
+        else:
+            s.transport.write(_frame(payload) + _frame(_USAGE % (s.n_in, s.n_out)) + _DONE)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
 class _Http(asyncio.Protocol):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine | ExactEngine) -> None:
         self.engine = engine
         self.buf = b""
         self.transport: asyncio.Transport | None = None
@@ -134,8 +172,8 @@ class _Http(asyncio.Protocol):
         self.engine.add(_Stream(self.transport, max(1, int(req["max_tokens"])), len(str(prompt).split())))
 
 
-async def serve(host: str, port: int, itl_s: float, ttft_s: float) -> None:
-    engine = Engine(itl_s, ttft_s)
+async def serve(host: str, port: int, itl_s: float, ttft_s: float, exact: bool = False) -> None:
+    engine: Engine | ExactEngine = ExactEngine(itl_s, ttft_s) if exact else Engine(itl_s, ttft_s)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Http(engine), host, port, backlog=4096)
     print(f"LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
@@ -148,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--itl-ms", type=float, default=0.0, help="time between decode steps (0 = zero cost)")
     p.add_argument("--ttft-ms", type=float, default=0.0, help="delay before a new stream joins the batch")
+    p.add_argument("--exact", action="store_true", help="per-stream timers: TTFT and ITL exactly as given")
     args = p.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.itl_ms / 1000, args.ttft_ms / 1000))
+        asyncio.run(serve(args.host, args.port, args.itl_ms / 1000, args.ttft_ms / 1000, args.exact))
     return 0
 
 

@@ -99,6 +99,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     g.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
     g.add_argument("--max-duration", type=float, help="stop a level after this many seconds")
     g.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals")
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="load generator processes, each with its own event loop and connections, sharing one "
+        "schedule (default: from the free cores and the concurrency, 64 streams per process)",
+    )
 
     s = p.add_argument_group("SLOs and GPUs")
     s.add_argument(
@@ -347,7 +354,10 @@ def _bench(args: argparse.Namespace) -> int:
         "slo": slo,
         "timeout_s": args.timeout,
         "max_duration_s": args.max_duration,
+        "workers": args.workers,
     }
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.capacity:
         return _capacity(args, target, requests, kind, levels, common, header)
     points = []
