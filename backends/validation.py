@@ -25,12 +25,14 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from backends.engines import Engine, get_engine
 from backends.engines.base import Rejection
 from specs.errors import SpecProblem
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
+from specs.paths import UnsafePath, inside_roots
 from specs.space import Axis, axes, constraint_view, constraints
 
 #: rule-relevant combinations walked at most; above this only the static checks run
@@ -39,6 +41,41 @@ MAX_COMBINATIONS = 5000
 _QUOTE = 160
 
 Path_ = tuple[str | int, ...]
+
+
+def check_flag_paths(loaded: LoadedSpec, roots: Sequence[Path], checkout: Path | None) -> list[SpecProblem]:
+    """Engine flags whose table type is ``path`` (a tokenizer, a draft model, a download folder)
+    name files the engine reads or writes as the daemon's user: like dataset paths they must
+    resolve, symlinks followed, inside ``roots`` (the checkout and the operator's ``dataRoots``;
+    docs/security.md). Relative values start at ``checkout``."""
+    spec = loaded.spec
+    engine = get_engine(spec.spec.engine.name, spec.spec.engine.variant)
+    values: list[tuple[Path_, str, Scalar]] = [
+        (("spec", "engine", "args", flag), flag, value) for flag, value in spec.spec.engine.args.items()
+    ]
+    for flag, param in spec.spec.search.parameters.items():
+        values += [
+            (("spec", "search", "parameters", flag, "values", i), flag, v)
+            for i, v in enumerate(param.values or [])
+        ]
+    out: list[SpecProblem] = []
+    for path, flag, value in values:
+        info = engine.flags.get(flag)
+        if info is None or info.type != "path" or not isinstance(value, str):
+            continue
+        if checkout is None and not Path(value).is_absolute() and ".." not in Path(value).parts:
+            continue
+        try:
+            inside_roots(value, roots, base=checkout)
+        except UnsafePath:
+            out.append(
+                loaded.problem(
+                    path,
+                    f"--{info.name} {value!r} resolves outside the folders a spec may use (the "
+                    "repository, and dataRoots of the operator policy)",
+                )
+            )
+    return out
 
 
 def check_spec(loaded: LoadedSpec) -> list[SpecProblem]:

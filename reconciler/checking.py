@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from backends.validation import check_spec
+from backends.validation import check_flag_paths, check_spec
 from specs.errors import SpecError
 from specs.loader import LoadedSpec, load_spec, load_specs_from_paths
 from specs.policy import Policy, check_policy
@@ -22,6 +22,8 @@ def check_loaded(
     problems = check_spec(loaded)
     if policy is not None:
         problems += check_policy(loaded, policy, checkout=checkout)
+        roots = policy.data_roots_for(checkout) if checkout is not None else policy.data_roots
+        problems += check_flag_paths(loaded, roots, checkout)
     if problems:
         raise SpecError(problems)
     return loaded

@@ -50,7 +50,7 @@ from specs.errors import SpecError, SpecProblem, TransientError, UserError
 from specs.loader import MAX_BYTES, LoadedSpec, load_spec_text, parse_yaml
 from specs.model import DNS1123_LABEL
 from specs.paths import real_dir
-from specs.policy import Policy, check_policy
+from specs.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +270,9 @@ class Reconciler:
         result = self._checked.get(key)
         if result is None:
             try:
-                loaded = check_loaded(load_spec_text(text, path))
-                problems = check_policy(loaded, self.policy, checkout=self.ws.clone_dir)
-                result = SpecError(problems) if problems else loaded
+                result = check_loaded(
+                    load_spec_text(text, path), policy=self.policy, checkout=self.ws.clone_dir
+                )
             except SpecError as exc:
                 result = exc
             except Exception:

@@ -420,12 +420,14 @@ def _check_paths(loaded: Any, policy: Policy, checkout: Path | None) -> list[Spe
                 "host (datasetUrls in the operator policy)",
             )
         )
-    model_id = spec.spec.model.id
-    local = checkout is not None and os.path.lexists(Path(checkout) / model_id)
-    if local or Path(model_id).is_absolute() or model_id.startswith((".", "~")):
-        problem = _data_path_problem(model_id, policy, checkout)
-        if problem is not None:
-            out.append(loaded.problem(("spec", "model", "id"), problem))
+    for field_name, value in (("id", spec.spec.model.id), ("tokenizer", spec.spec.model.tokenizer)):
+        if value is None:
+            continue
+        local = checkout is not None and os.path.lexists(Path(checkout) / value)
+        if local or Path(value).is_absolute() or value.startswith((".", "~")):
+            problem = _data_path_problem(value, policy, checkout)
+            if problem is not None:
+                out.append(loaded.problem(("spec", "model", field_name), problem))
     backend = spec.spec.backend
     for i, volume in enumerate(getattr(backend, "volumes", ()) or ()):
         host = volume.split(":", 1)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from backends.engines import get_engine
 from backends.engines import parallel as par
-from backends.validation import check_spec
+from backends.validation import check_flag_paths, check_spec
 from specs.errors import SpecError, SpecProblem
 from specs.loader import load_spec, load_spec_text
 from specs.model import QUANT_PRESETS
@@ -331,3 +332,20 @@ def test_check_spec_never_raises_on_a_schema_valid_spec(data: dict[str, Any]) ->
         for config in grid(loaded.spec, limit=20):
             if not engine.config_problems(loaded.spec, config):
                 engine.launch(loaded.spec, config, host="127.0.0.1", port=8000)
+
+
+def test_path_flags_stay_inside_the_roots(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "tok").mkdir(parents=True)
+    (repo / "escape").symlink_to("/etc")
+    text = (EXAMPLES / "sglang-quant-parallel.yaml").read_text()
+    for value, ok in (("tok", True), ("/etc", False), ("../..", False), ("escape", False)):
+        loaded = load_spec_text(
+            text.replace("{context-length: 8192}", f"{{tokenizer-path: '{value}'}}"), "s.yaml"
+        )
+        problems = check_flag_paths(loaded, [repo], repo)
+        assert (problems == []) == ok, (value, problems)
+        if not ok:
+            assert (
+                problems[0].path == "spec.engine.args.tokenizer-path" and "dataRoots" in problems[0].message
+            )

@@ -85,6 +85,8 @@ def test_dataset_and_model_paths_stay_inside_the_checkout(tmp_path: Path) -> Non
     assert refused(path_spec("/etc/passwd"), roots, checkout=checkout) == []
     model = GOOD.replace("id: llama-3-8b", "id: /etc/ssh")
     assert any("spec.model.id" in p for p in refused(model, checkout=checkout))
+    tokenizer = GOOD.replace("id: llama-3-8b", "id: llama-3-8b, tokenizer: ../../etc")
+    assert any("spec.model.tokenizer" in p for p in refused(tokenizer, checkout=checkout))
 
 
 def test_kubernetes_namespaces_service_accounts_and_claims() -> None:
