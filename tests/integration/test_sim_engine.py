@@ -216,7 +216,13 @@ def test_streams_completions_like_vllm(tmp_path: Path) -> None:
         assert eng.stop() == 0
     events = result["events"]
     assert events[-1] == "[DONE]"
-    assert result["usage"] == {"prompt_tokens": 5, "total_tokens": 45, "completion_tokens": 40}
+    assert result["usage"] == {
+        "prompt_tokens": 5,
+        "total_tokens": 45,
+        "completion_tokens": 40,
+        # vLLM's shape with --enable-prompt-tokens-details: nothing was cached
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     assert len(result["text"].split()) == 40
     assert result["finish"] == "length"
     assert all(e["system_fingerprint"] == "autotuner-sim" and e["model"] == "sim-model" for e in events[:-1])
