@@ -25,7 +25,7 @@ def test_the_same_seed_deals_the_same_prompts_in_the_same_places() -> None:
 
 def test_a_short_workload_repeats_prompts_and_says_so() -> None:
     deal = PromptDeal(list(range(5)), seed=0)
-    first, note = deal.take(4)
+    _, note = deal.take(4)
     assert note is None
     second, note = deal.take(4)
     assert note is not None and "fewer than this experiment sends" in note
