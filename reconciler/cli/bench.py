@@ -232,6 +232,9 @@ def format_table(points: Sequence[LoadPointResult]) -> str:
     rows = [header]
     for label, metric in TABLE_ROWS:
         rows.append([label] + [_fmt(p.metrics.get(metric)) for p in points])
+    if any(p.metrics.get("schedule_delay_p99_ms") is not None for p in points):
+        # an open-loop level the client could not keep: the offered load was lower than asked
+        rows.append(["send lateness p99 ms"] + [_fmt(p.metrics.get("schedule_delay_p99_ms")) for p in points])
     if any(p.errors for p in points):
         rows.append(["errors"] + [", ".join(f"{k}={v}" for k, v in p.errors.items()) or "-" for p in points])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

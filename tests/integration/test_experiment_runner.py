@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from backends.deploy.leases import GpuLeaser
 
 from backends.deploy.gpus import parse_fake_inventory
+from backends.deploy.leases import GpuLeaser
 from backends.deploy.local import LocalBackend
 from backends.sim.build import build
 from backends.sim.config import parse_config

@@ -220,7 +220,7 @@ def test_streams_completions_like_vllm(tmp_path: Path) -> None:
         "prompt_tokens": 5,
         "total_tokens": 45,
         "completion_tokens": 40,
-        # vLLM's shape: how many prompt tokens the prefix cache served (none on a first request)
+        # vLLM's shape with --enable-prompt-tokens-details: nothing was cached
         "prompt_tokens_details": {"cached_tokens": 0},
     }
     assert len(result["text"].split()) == 40
