@@ -6,12 +6,21 @@ experiments; work left in its generation → run (or keep running) its study; fi
 Running a pass twice with nothing new starts no experiment and makes no commit.
 
 Threads: the pass itself runs in one thread; each study runs in its own worker thread, started by
-the pass and stopped (via its stop event) when its spec changes, is deleted or suspended. Every
-write under ``results/`` goes through one commit-back writer, so there is a single git writer.
+the pass and stopped (via its stop event) when its spec changes, is deleted or suspended. Studies
+write the live results in the state directory; one commit-back writer copies what changed into
+git (:mod:`reconciler.workspace`), so there is a single git writer and git never touches a file
+a study writes.
+
+Trouble is visible where users look: a crashed study, a transient failure in backoff and a
+failing commit-back each set a ``Degraded`` condition (reason, message, next retry time) in the
+spec's ``status.json``, which ``autotuner status`` and the site show. A spec's
+``lastAppliedRevision`` is the last commit that touched its own file, so a push to one spec never
+rewrites another's status (no commit churn).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -27,13 +36,14 @@ from typing import Literal
 import yaml
 
 from reconciler.checking import check_loaded
-from reconciler.git import GitError
+from reconciler.git import GitError, mask
 from reconciler.logs import log_event
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec, write_status
 from reconciler.session import Session
-from reconciler.status import build_status
-from reconciler.workspace import Workspace
+from reconciler.status import build_status, degraded
+from reconciler.study import now
+from reconciler.workspace import CommitBack, Workspace
 from specs.errors import SpecError, SpecProblem, TransientError, UserError
 from specs.loader import LoadedSpec, load_spec_text
 from specs.model import DNS1123_LABEL
@@ -64,11 +74,20 @@ class Backoff:
     failures: int = 0
     not_before: float = 0.0
 
+    retry_at: str | None = None
+
     def fail(self) -> float:
         self.failures += 1
         delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (self.failures - 1)) * random.uniform(0.8, 1.2)
         self.not_before = time.monotonic() + delay
+        self.retry_at = _wall_clock_in(delay)
         return delay
+
+
+def _wall_clock_in(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -91,10 +110,32 @@ Action = Literal["stalled", "suspended", "done", "run", "running", "skipped", "b
 
 
 @dataclass
+class Tally:
+    """What a process did, for summaries that tell the truth (counted where it happens)."""
+
+    experiments: int = 0
+    commits: int = 0
+    pushed: int = 0
+    commit_failures: int = 0
+
+
+@dataclass
 class PassReport:
     revision: str
     actions: dict[str, Action] = field(default_factory=dict)
-    committed: bool = False
+    #: during this pass (with ``wait``: including the studies it ran to completion)
+    experiments: int = 0
+    commits: int = 0
+    pushed: int = 0
+
+    @property
+    def committed(self) -> bool:
+        return self.commits > 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the pass did or started anything (else the daemon logs it at DEBUG)."""
+        return bool(self.experiments or self.commits or any(a == "run" for a in self.actions.values()))
 
 
 class Reconciler:
@@ -105,13 +146,23 @@ class Reconciler:
         *,
         labels: dict[str, str] | None = None,
         site_dir: Path | None = None,
+        site_branch: str | None = None,
+        site_title: str | None = None,
         max_parallel: int = 4,
         progress_factory: Callable[[LoadedSpec], Callable[..., None] | None] | None = None,
     ) -> None:
         self.ws = workspace
         self.session = session
         self.labels = labels or {}
-        self.site_dir = site_dir
+        self.site_branch = site_branch
+        # a site branch needs a built site: by default in the state directory
+        self.site_dir = (
+            site_dir if site_dir is not None or site_branch is None else workspace.state_dir / "site"
+        )
+        self.site_title = site_title
+        self.tally = Tally()
+        self.commit_backoff = Backoff()
+        self.last_commit: CommitBack | None = None
         self.max_parallel = max_parallel
         self.progress_factory = progress_factory
         self.running: dict[str, Running] = {}
@@ -185,15 +236,20 @@ class Reconciler:
     def reconcile(self, *, wait: bool) -> PassReport:
         """One pass. With ``wait``, studies started by this pass run to completion before it returns
         (``autotuner reconcile``); otherwise they keep running in the background (the daemon)."""
-        revision = self.ws.specs_revision(self.ws.fetch())
+        revision = self.ws.fetch()
         self.revision = revision
+        before = Tally(**vars(self.tally))
         report = PassReport(revision=revision)
         entries = self.desired(revision)
+        # each spec's own revision: a push to one spec must not touch another's status
+        own = self.ws.file_revisions(revision, [e.path for e in entries])
         results = self.ws.results_dir
         wanted = set()
         for entry in entries:
             wanted.add(entry.name)
-            report.actions[entry.name] = self._reconcile_one(entry, revision, results)
+            report.actions[entry.name] = self._reconcile_guarded(
+                entry, own.get(entry.path, revision), results
+            )
         for name in list(self.running):
             if name not in wanted:
                 log.info("spec %s was deleted: stopping its study (results stay)", name)
@@ -209,20 +265,58 @@ class Reconciler:
                 self.flush()
                 while queued and len(self.running) < self.max_parallel:
                     entry = queued.pop(0)
-                    report.actions[entry.name] = self._reconcile_one(entry, revision, results)
+                    report.actions[entry.name] = self._reconcile_guarded(
+                        entry, own.get(entry.path, revision), results
+                    )
             # a study that just finished wrote its final status
             for entry in entries:
                 if entry.loaded is not None and report.actions.get(entry.name) == "run":
-                    report.actions[entry.name] = "done"
-        report.committed = self.flush()
+                    report.actions[entry.name] = self._final_action(entry)
+        self.flush()
+        report.experiments = self.tally.experiments - before.experiments
+        report.commits = self.tally.commits - before.commits
+        report.pushed = self.tally.pushed - before.pushed
         return report
 
+    def _final_action(self, entry: SpecEntry) -> Action:
+        status = ResultsStore(self.ws.results_dir, entry.name).status()
+        if status is not None:
+            for kind, action in (("Stalled", "stalled"), ("Degraded", "backoff"), ("Ready", "done")):
+                c = status.condition(kind)
+                if c is not None and c.status == "True":
+                    return action  # type: ignore[return-value]
+        return "running"
+
+    def _reconcile_guarded(self, entry: SpecEntry, revision: str, results: Path) -> Action:
+        """One spec's step; an unexpected error is that spec's trouble (logged, shown as Degraded,
+        retried with backoff), never the pass's or the daemon's."""
+        try:
+            return self._reconcile_one(entry, revision, results)
+        except Exception as exc:
+            log.exception("spec=%s: reconcile step failed", entry.name)
+            bo = self.backoff.setdefault(entry.name, Backoff())
+            bo.fail()
+            with contextlib.suppress(Exception):
+                self._degrade(entry.name, "ReconcileError", f"{type(exc).__name__}: {mask(str(exc))}", bo)
+            return "backoff"
+
+    def _degrade(self, name: str, reason: str, message: str, bo: Backoff | None) -> None:
+        """Set the spec's Degraded condition (keeping everything else) and commit it."""
+        store = ResultsStore(self.ws.results_dir, name)
+        status = degraded(store.status(), name, reason, message[:2000], bo.retry_at if bo else None)
+        if store.write_status(status):
+            self.changed(f"{name}: degraded ({reason})")
+
     def _reconcile_one(self, entry: SpecEntry, revision: str, results: Path) -> Action:
-        store = ResultsStore(results, entry.name)
-        old = store.status()
         if entry.loaded is None:
             if self.labels and not self._may_claim(entry):
                 return "skipped"
+        elif not self.selects(entry.loaded):
+            return "skipped"
+        self.ws.sync_live(entry.name, running=entry.name in self.running)
+        store = ResultsStore(results, entry.name)
+        old = store.status()
+        if entry.loaded is None:
             status = build_status(
                 name=entry.name,
                 phase="stalled",
@@ -249,8 +343,6 @@ class Reconciler:
                 run.stop.set()
             return "stalled"
         loaded = entry.loaded
-        if not self.selects(loaded):
-            return "skipped"
         spec = loaded.spec
         generation = spec.generation()
         run = self.running.get(entry.name)
@@ -310,16 +402,33 @@ class Reconciler:
             except UserError as exc:
                 log.warning("spec=%s stalled: %s", entry.name, exc)
             except (TransientError, OSError) as exc:
-                delay = self.backoff.setdefault(entry.name, Backoff()).fail()
+                bo = self.backoff.setdefault(entry.name, Backoff())
+                delay = bo.fail()
                 log.warning("spec=%s transient error, retrying in %.0fs: %s", entry.name, delay, exc)
-            except Exception:
+                self._degrade_quietly(
+                    entry.name, "TransientError", f"{mask(str(exc))}; retrying in {delay:.0f}s", bo
+                )
+            except Exception as exc:
                 log.exception("spec=%s study crashed", entry.name)
-                self.backoff.setdefault(entry.name, Backoff()).fail()
+                bo = self.backoff.setdefault(entry.name, Backoff())
+                delay = bo.fail()
+                self._degrade_quietly(
+                    entry.name,
+                    "StudyCrashed",
+                    f"the study crashed ({type(exc).__name__}: {mask(str(exc))}); retrying in {delay:.0f}s",
+                    bo,
+                )
 
         thread = threading.Thread(target=work, name=f"study-{entry.name}", daemon=True)
         self.running[entry.name] = Running(thread, stop, loaded.spec.generation())
         log.info("spec=%s generation=%s: starting study", entry.name, loaded.spec.generation())
         thread.start()
+
+    def _degrade_quietly(self, name: str, reason: str, message: str, bo: Backoff) -> None:
+        try:
+            self._degrade(name, reason, message, bo)
+        except Exception:  # the status write itself failed: the log line above is all we have
+            log.exception("spec=%s: could not record the failure in status.json", name)
 
     def _reap(self) -> None:
         for name, run in list(self.running.items()):
@@ -329,34 +438,97 @@ class Reconciler:
     # ------------------------------------------------------------------ commit-back
 
     def changed(self, message: str) -> None:
+        """Something under ``results/<spec>/`` changed; ``message`` starts with the spec's name
+        (``name: ...``, names are DNS labels so they hold no colon)."""
+        name = message.split(":", 1)[0]
+        self.ws.mark(name)
         with self._msg_lock:
             self._messages.append(message)
+            if ": experiment " in message:
+                self.tally.experiments += 1
         self._dirty.set()
 
     def flush(self) -> bool:
-        """Commit and push what changed under results/ (single writer), then rebuild the site."""
-        if not self._dirty.is_set():
+        """Commit and push what changed under results/ (single writer), then rebuild the site.
+        A failing commit-back is retried with backoff and shown as Degraded in each waiting spec."""
+        if not self._dirty.is_set() and not self.ws.pending:
+            return False
+        if time.monotonic() < self.commit_backoff.not_before:
             return False
         self._dirty.clear()
         with self._msg_lock:
             messages, self._messages = self._messages, []
+        self._clear_commit_trouble()
         subject = _subject(messages)
         body = "\n".join(f"- {m}" for m in messages[:50])
         try:
-            committed = self.ws.commit(subject + ("\n\n" + body if len(messages) > 1 else ""))
-            if committed:
-                self.ws.publish()
+            done = self.ws.commit_back(subject + ("\n\n" + body if len(messages) > 1 else ""))
         except GitError as exc:
-            log.warning("commit-back failed, will retry: %s", exc)
-            self._dirty.set()
+            delay = self.commit_backoff.fail()
+            self.tally.commit_failures += 1
+            log.warning("commit-back failed, retrying in %.0fs: %s", delay, exc)
             with self._msg_lock:
                 self._messages = messages + self._messages
+            for name in sorted(self.ws.pending):
+                with contextlib.suppress(Exception):
+                    store = ResultsStore(self.ws.results_dir, name)
+                    store.write_status(
+                        degraded(
+                            store.status(),
+                            name,
+                            "CommitBackFailing",
+                            f"results are kept here but not in git: {exc}; retrying in {delay:.0f}s"[:2000],
+                            self.commit_backoff.retry_at,
+                        )
+                    )
+            self._dirty.set()
+            self._rebuild_site(publish=False)
             return False
-        if self.site_dir is not None:
-            from reconciler.site import rebuild_site
+        self.commit_backoff = Backoff()
+        self.last_commit = done
+        if done.committed:
+            self.tally.commits += 1
+            self.tally.pushed += done.pushed
+            log_event(
+                log,
+                logging.INFO,
+                "results committed",
+                commit=done.commit[:12] if done.commit else None,
+                specs=",".join(done.specs),
+                pushed=done.pushed,
+                branch=self.ws.target,
+            )
+        self._rebuild_site(publish=True)
+        return done.committed
 
-            rebuild_site(self.ws.results_dir, self.site_dir)
-        return committed
+    def _clear_commit_trouble(self) -> None:
+        """A commit-back that is about to be tried again takes its own Degraded condition out of
+        the statuses it set it in, so that the commit, when it works, holds none."""
+        for name in sorted(self.ws.pending):
+            store = ResultsStore(self.ws.results_dir, name)
+            status = store.status()
+            cond = status.condition("Degraded") if status is not None else None
+            if status is not None and cond is not None and cond.reason == "CommitBackFailing":
+                store.write_status(
+                    status.model_copy(
+                        update={
+                            "conditions": [c for c in status.conditions if c.type != "Degraded"],
+                            "updated_at": now(),
+                        }
+                    )
+                )
+
+    def _rebuild_site(self, *, publish: bool) -> None:
+        if self.site_dir is None:
+            return
+        from reconciler.site import publish_site, rebuild_site
+
+        if (
+            rebuild_site(self.ws.results_dir, self.site_dir, title=self.site_title)
+            and publish
+            and self.site_branch
+        ):
+            publish_site(self.ws, self.site_dir, self.site_branch)
 
     def stop_all(self, timeout: float = math.inf) -> None:
         for run in self.running.values():

@@ -3,6 +3,9 @@
 Conditions follow Kubernetes/Flux conventions: ``Ready``, ``Reconciling`` and ``Stalled``, each
 with a reason, a message and ``lastTransitionTime`` — which changes only when the condition's
 status does, so that re-running a pass with nothing new writes the same bytes (no commit).
+``Degraded`` (after OpenShift's operator conditions) is present only while something is failing
+and retried: a crashed study, a transient error in backoff, a failing commit-back; it carries
+``nextRetryTime``. A status built from the study's progress never carries it: recovery clears it.
 """
 
 from __future__ import annotations
@@ -129,3 +132,35 @@ def _without_time(s: StatusRecord) -> dict[str, Any]:
     d.pop("updatedAt", None)
     d.pop("toolVersion", None)
     return d
+
+
+def degraded(
+    old: StatusRecord | None, name: str, reason: str, message: str, retry_at: str | None
+) -> StatusRecord:
+    """``old`` with a ``Degraded`` condition (a crash, a backoff, a failing commit-back): the rest of
+    the status stays as the last writer left it, ``Reconciling`` stops saying "Progressing" (it is
+    not), and the next status the study writes drops the condition again."""
+    if old is None:
+        old = build_status(name=name, phase="running", message="", old=None)
+    prev = old.condition("Degraded")
+    when = prev.last_transition_time if prev is not None and prev.status == "True" else now()
+    conditions = []
+    for c in old.conditions:
+        if c.type == "Degraded":
+            continue
+        if c.type == "Reconciling" and c.status == "True":
+            c = Condition(
+                type="Reconciling", status="False", reason=reason, message="", last_transition_time=now()
+            )
+        conditions.append(c)
+    conditions.append(
+        Condition(
+            type="Degraded",
+            status="True",
+            reason=reason,
+            message=message,
+            last_transition_time=when,
+            next_retry_time=retry_at,
+        )
+    )
+    return old.model_copy(update={"conditions": conditions, "updated_at": now()})

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -23,18 +24,20 @@ from reconciler.results import ResultsStore
 from reconciler.workspace import Workspace
 from tests.integration.gitrepo import Remote
 
+pytestmark = pytest.mark.slow
+
 
 def test_commit_back_never_touches_the_journal_a_study_writes(tmp_path: Path) -> None:
     repo = Remote(tmp_path)
-    ws = Workspace(str(repo.remote), tmp_path / "state" / "repo", branch="main")
+    ws = Workspace(str(repo.remote), tmp_path / "state")
     ws.fetch()
     store = ResultsStore(ws.results_dir, "x")
     store.ensure()
     storage = JournalStorage(JournalFileBackend(str(store.journal)))
     study = optuna.create_study(study_name="x", storage=storage, load_if_exists=True)
     (store.dir / "status.json").write_text("{}\n")
-    ws.commit("autotuner: x: first")
-    ws.publish()
+    ws.mark("x")
+    ws.commit_back("autotuner: x: first")
 
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -46,6 +49,7 @@ def test_commit_back_never_touches_the_journal_a_study_writes(tmp_path: Path) ->
                 trial = study.ask()
                 study.tell(trial, trial.suggest_float("v", 0, 1))
                 told[0] += 1
+                stop.wait(0.002)
         except BaseException as exc:  # the crash under test
             errors.append(exc)
 
@@ -53,12 +57,12 @@ def test_commit_back_never_touches_the_journal_a_study_writes(tmp_path: Path) ->
     worker.start()
     try:
         for i in range(40):
-            (repo.user / "NOTES.md").write_text(f"note {i}\n")
             repo.pull()
+            (repo.user / "NOTES.md").write_text(f"note {i}\n")
             repo.commit_push(f"user note {i}")
             (store.dir / "status.json").write_text(f'{{"n": {i}}}\n')
-            ws.commit(f"autotuner: x: update {i}")
-            ws.publish()
+            ws.mark("x")
+            ws.commit_back(f"autotuner: x: update {i}")
             if errors:
                 break
     finally:
@@ -70,3 +74,9 @@ def test_commit_back_never_touches_the_journal_a_study_writes(tmp_path: Path) ->
     log = repo.log()
     assert all(f"user note {i}" in log for i in range(40))
     assert git(["show", "main:NOTES.md"], repo.remote) == "note 39\n"
+    assert git(["show", "main:results/x/status.json"], repo.remote) == '{"n": 39}\n'
+    # the committed journal is a snapshot a fresh study loads
+    snapshot = tmp_path / "snapshot.journal"
+    snapshot.write_text(git(["show", "main:results/x/study.journal"], repo.remote))
+    fresh = optuna.load_study(study_name="x", storage=JournalStorage(JournalFileBackend(str(snapshot))))
+    assert 0 < len(fresh.get_trials()) <= told[0]
