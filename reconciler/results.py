@@ -7,9 +7,11 @@ bytes change, so a reconcile pass with nothing new leaves git with nothing to co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from backends.atomic import TEMP_SUFFIX, write_bytes
 from specs.records import ExperimentRecord, StatusRecord
 
 log = logging.getLogger(__name__)
+
+#: wall-clock start of this process (a temp file older than it was left by an earlier one)
+_PROCESS_STARTED = time.time() - 1.0
 
 
 def dumps(data: object) -> bytes:
@@ -53,10 +58,14 @@ class ResultsStore:
 
     def ensure(self) -> None:
         self.experiments_dir.mkdir(parents=True, exist_ok=True)
-        # temp files of an atomic write that a crash interrupted: garbage, never to be committed
+        # temp files of an atomic write that a crash interrupted: garbage, never to be committed.
+        # Only those older than this process: a younger one is another thread's write in flight,
+        # and removing it made that write's rename fail (FileNotFoundError killed the daemon).
         for folder in (self.dir, self.experiments_dir, self.best_dir):
             for stale in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else ():
-                stale.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    if stale.stat().st_mtime < _PROCESS_STARTED:
+                        stale.unlink()
 
     # ------------------------------------------------------------------ experiments
 
