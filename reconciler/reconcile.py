@@ -35,6 +35,7 @@ from typing import Literal
 
 import yaml
 
+from backends.faults import fault_point
 from reconciler.checking import check_loaded
 from reconciler.git import GitError, mask
 from reconciler.logs import log_event
@@ -69,19 +70,29 @@ def fallback_name(path: str, text: bytes) -> str:
     return stem or "invalid-spec"
 
 
+#: a failing commit-back is retried sooner than a failing study: it is cheap, and results wait on it
+COMMIT_BACKOFF_BASE_S = 5.0
+COMMIT_BACKOFF_MAX_S = 600.0
+
+
 @dataclass
 class Backoff:
     failures: int = 0
     not_before: float = 0.0
-
     retry_at: str | None = None
+    base: float = BACKOFF_BASE_S
+    limit: float = BACKOFF_MAX_S
 
     def fail(self) -> float:
         self.failures += 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (self.failures - 1)) * random.uniform(0.8, 1.2)
+        delay = min(self.limit, self.base * 2 ** (self.failures - 1)) * random.uniform(0.8, 1.2)
         self.not_before = time.monotonic() + delay
         self.retry_at = _wall_clock_in(delay)
         return delay
+
+
+def _commit_backoff() -> Backoff:
+    return Backoff(base=COMMIT_BACKOFF_BASE_S, limit=COMMIT_BACKOFF_MAX_S)
 
 
 def _wall_clock_in(seconds: float) -> str:
@@ -161,7 +172,7 @@ class Reconciler:
         )
         self.site_title = site_title
         self.tally = Tally()
-        self.commit_backoff = Backoff()
+        self.commit_backoff = _commit_backoff()
         self.last_commit: CommitBack | None = None
         self.max_parallel = max_parallel
         self.progress_factory = progress_factory
@@ -391,7 +402,12 @@ class Reconciler:
         stop = threading.Event()
         ctx = self._context(entry, revision)
         ctx.stop = stop
-        ctx.on_change = self.changed
+
+        def on_change(message: str) -> None:
+            fault_point("study_change")  # tests: a bug in the study thread
+            self.changed(message)
+
+        ctx.on_change = on_change
         ctx.progress = self.progress_factory(loaded) if self.progress_factory else None
 
         def work() -> None:
@@ -484,7 +500,7 @@ class Reconciler:
             self._dirty.set()
             self._rebuild_site(publish=False)
             return False
-        self.commit_backoff = Backoff()
+        self.commit_backoff = _commit_backoff()
         self.last_commit = done
         if done.committed:
             self.tally.commits += 1

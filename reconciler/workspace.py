@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.atomic import write_bytes
+from backends.faults import crash_point
 from reconciler.git import GitError, git, git_env, mask
 from specs.errors import TransientError
 
@@ -212,6 +213,7 @@ class Workspace:
                     self.state_dir,
                     timeout=600,
                 )
+                crash_point("clone_done")
                 os.replace(tmp, self.clone_dir)
                 git(["config", "user.name", os.environ.get("GIT_AUTHOR_NAME", "autotuner")], self.clone_dir)
                 git(
@@ -306,6 +308,7 @@ class Workspace:
         finally:
             proc.kill()
             proc.wait()
+            proc.stdout.close()
         for path in wanted - set(found):
             found[path] = revision
         return found
@@ -553,6 +556,7 @@ class Workspace:
                     git(["update-ref", f"refs/heads/{self.target}", commit], self.clone_dir)
                     self._after_sync(names, commit)
                     return CommitBack(commit=commit, specs=names)
+                crash_point("commit_back_push")
                 try:
                     git(
                         ["push", "--quiet", "origin", f"{commit}:refs/heads/{self.target}"],
@@ -573,6 +577,7 @@ class Workspace:
                     git(["fetch", "--quiet", "--prune", "origin"], self.clone_dir, timeout=300)
                     time.sleep(min(2.0, 0.2 * attempt))
                     continue
+                crash_point("commit_back_pushed")
                 git(["update-ref", f"refs/remotes/origin/{self.target}", commit], self.clone_dir)
                 self._after_sync(names, commit)
                 return CommitBack(commit=commit, pushed=True, specs=names)
