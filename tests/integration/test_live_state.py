@@ -43,6 +43,7 @@ def test_user_pushes_during_a_running_study_never_crash_it(tmp_path: Path) -> No
     finally:
         err = stop_daemon(proc)
     assert "study crashed" not in err, err
+    assert "push rejected" in err  # the user's pushes did race the commit-backs
     assert "Traceback" not in err, err
     for sha in user_commits:
         assert repo.head() and sha in _ancestors(repo)
