@@ -20,7 +20,10 @@ copy into: it would still need a rebase on every rejected push, and a rebase rep
 commit onto the fetched remote, resurrecting commits a user removed by force-push (issue 10). With
 plumbing a rejected push is answered by fetching and rebuilding the one new commit on top of the
 fetched head: only the daemon's own change (the live contents of the specs it wrote) is replayed,
-the user's history, rewritten or not, is taken as it is, and nothing can conflict.
+the user's history, rewritten or not, is taken as it is, and nothing can conflict. Every push
+holds a lease (``--force-with-lease=<branch>:<the head we built on>``): a user who force-pushed
+the branch back makes our commit a fast-forward of the rewound branch, and only the lease keeps
+it, and the commit it was built on, out.
 
 The journal is committed as a **snapshot**: its bytes up to the last complete line, read *before*
 the experiment records are listed (a trial told in the snapshot always has its record in the same
@@ -135,9 +138,12 @@ class Workspace:
         self._lock_fd: int | None = None
         self._checked_out: str | None = None
         self._pending: set[str] = set()
+        # its own lock: a study thread marking a change must never wait for a push in progress
+        self._pending_lock = threading.Lock()
         self._first_seen: set[str] = set()
         self._synced_path = self.state_dir / "commit-back.json"
         self._synced: dict[str, str | None] = {}
+        self._trees_cache: tuple[str, dict[str, str]] | None = None
 
     @property
     def target(self) -> str:
@@ -356,9 +362,12 @@ class Workspace:
         return None
 
     def _committed_trees(self, base: str | None) -> dict[str, str]:
-        """``results/<spec>`` tree ids at ``base``."""
+        """``results/<spec>`` tree ids at ``base`` (one ``ls-tree`` per commit, not per spec)."""
         if base is None:
             return {}
+        cached = self._trees_cache
+        if cached is not None and cached[0] == base:
+            return cached[1]
         out = git(["ls-tree", "-z", base, "--", "results/"], self.clone_dir)
         trees: dict[str, str] = {}
         for entry in out.split("\0"):
@@ -366,6 +375,7 @@ class Workspace:
             parts = meta.split()
             if len(parts) == 3 and parts[1] == "tree":
                 trees[path.removeprefix("results/")] = parts[2]
+        self._trees_cache = (base, trees)
         return trees
 
     def sync_live(self, name: str, *, running: bool) -> None:
@@ -373,7 +383,7 @@ class Workspace:
         on a fresh host, refresh it when the committed tree changed and the daemon has nothing of
         its own for this spec, else keep it (it is committed next)."""
         with self.lock:
-            if running or name in self._pending:
+            if running or name in self.pending:
                 return
             self.ensure_clone()
             committed = self._committed_trees(self._base()).get(name)
@@ -389,7 +399,7 @@ class Workspace:
                     if synced == "never" or tree != synced:
                         # results of ours that never reached the remote (a crash, a failing push)
                         log.info("spec=%s: live results not committed yet; committing them", name)
-                        self._pending.add(name)
+                        self.mark(name)
                         return
             if committed == synced and live.is_dir():
                 return
@@ -457,13 +467,13 @@ class Workspace:
 
     def mark(self, name: str) -> None:
         """``results/<name>`` changed: the next commit-back takes it."""
-        with self.lock:
+        with self._pending_lock:
             self._pending.add(name)
             self._first_seen.add(name)
 
     @property
     def pending(self) -> set[str]:
-        with self.lock:
+        with self._pending_lock:
             return set(self._pending)
 
     def _index_env(self, name: str) -> dict[str, str]:
@@ -496,15 +506,26 @@ class Workspace:
             snap = journal_snapshot(journal)
             sha = self._git_index(["hash-object", "-w", "--stdin"], git_env(), snap).strip()
             lines.append((f"results/{name}/{JOURNAL}", sha))
-        files = [(rel, path) for rel, path in _live_files(folder) if rel != JOURNAL]
-        if files:
-            shas = self._git_index(
-                ["hash-object", "-w", "--no-filters", "--stdin-paths"],
-                git_env(),
-                "".join(f"{path}\n" for _, path in files).encode(),
-            ).split()
-            lines += [(f"results/{name}/{rel}", sha) for (rel, _), sha in zip(files, shas, strict=True)]
+        for attempt in range(3):
+            files = [(rel, path) for rel, path in _live_files(folder) if rel != JOURNAL]
+            try:
+                shas = self._hash_files([path for _, path in files])
+                break
+            except GitError:
+                # a study replaced best/ between the listing and the hashing: list again
+                if attempt == 2:
+                    raise
+        lines += [(f"results/{name}/{rel}", sha) for (rel, _), sha in zip(files, shas, strict=True)]
         return [f"100644 {sha}\t{path}\0" for path, sha in lines]
+
+    def _hash_files(self, paths: list[Path]) -> list[str]:
+        if not paths:
+            return []
+        return self._git_index(
+            ["hash-object", "-w", "--no-filters", "--stdin-paths"],
+            git_env(),
+            "".join(f"{p}\n" for p in paths).encode(),
+        ).split()
 
     def _build_tree(self, base: str | None, names: Iterable[str], env: dict[str, str]) -> str:
         self._git_index(["read-tree", base] if base else ["read-tree", "--empty"], env)
@@ -533,60 +554,81 @@ class Workspace:
         remote head and push; a rejected push is answered by fetching and building the commit
         again on the new head (never a rebase: see the module docstring)."""
         with self.lock:
-            names = sorted(self._pending)
+            # taken out now: a change marked while this commit is built or pushed goes in the next
+            with self._pending_lock:
+                names = sorted(self._pending)
+                self._pending.clear()
             if not names:
                 return CommitBack()
-            self.ensure_clone()
-            env = self._index_env("commit")
-            for attempt in range(1, PUSH_RETRIES + 1):
-                base = self._base()
-                tree = self._build_tree(base, names, env)
-                base_tree = (
-                    git(["rev-parse", f"{base}^{{tree}}"], self.clone_dir).strip() if base else _EMPTY_TREE
-                )
-                if tree == base_tree:
-                    self._after_sync(names, base)
-                    return CommitBack(specs=names)
-                commit = self._git_index(
-                    ["commit-tree", tree, *(["-p", base] if base else []), "-F", "-"],
-                    git_env(),
-                    message.encode(),
-                ).strip()
-                if not self.push:
-                    git(["update-ref", f"refs/heads/{self.target}", commit], self.clone_dir)
-                    self._after_sync(names, commit)
-                    return CommitBack(commit=commit, specs=names)
-                crash_point("commit_back_push")
-                try:
-                    git(
-                        ["push", "--quiet", "origin", f"{commit}:refs/heads/{self.target}"],
-                        self.clone_dir,
-                        timeout=300,
-                    )
-                except GitError as exc:
-                    if attempt == PUSH_RETRIES:
-                        raise GitError(
-                            f"push to {mask(self.repo)} still rejected after {PUSH_RETRIES} attempts: {exc}"
-                        ) from None
-                    log.info(
-                        "push rejected (attempt %d/%d): %s; fetching and committing again on the new head",
-                        attempt,
-                        PUSH_RETRIES,
-                        exc,
-                    )
-                    git(["fetch", "--quiet", "--prune", "origin"], self.clone_dir, timeout=300)
-                    time.sleep(min(2.0, 0.2 * attempt))
-                    continue
-                crash_point("commit_back_pushed")
-                git(["update-ref", f"refs/remotes/origin/{self.target}", commit], self.clone_dir)
+            try:
+                return self._commit_back(names, message)
+            except BaseException:
+                with self._pending_lock:
+                    self._pending.update(names)
+                raise
+
+    def _commit_back(self, names: list[str], message: str) -> CommitBack:
+        self.ensure_clone()
+        env = self._index_env("commit")
+        for attempt in range(1, PUSH_RETRIES + 1):
+            base = self._base()
+            tree = self._build_tree(base, names, env)
+            base_tree = (
+                git(["rev-parse", f"{base}^{{tree}}"], self.clone_dir).strip() if base else _EMPTY_TREE
+            )
+            if tree == base_tree:
+                self._after_sync(names, base)
+                return CommitBack(specs=names)
+            commit = self._git_index(
+                ["commit-tree", tree, *(["-p", base] if base else []), "-F", "-"],
+                git_env(),
+                message.encode(),
+            ).strip()
+            if not self.push:
+                git(["update-ref", f"refs/heads/{self.target}", commit], self.clone_dir)
                 self._after_sync(names, commit)
-                return CommitBack(commit=commit, pushed=True, specs=names)
-            raise AssertionError("unreachable")  # pragma: no cover
+                return CommitBack(commit=commit, specs=names)
+            crash_point("commit_back_push")
+            try:
+                self._push_onto(commit, self.target, self._remote_sha(self.target))
+            except GitError as exc:
+                if attempt == PUSH_RETRIES:
+                    raise GitError(
+                        f"push to {mask(self.repo)} still rejected after {PUSH_RETRIES} attempts: {exc}"
+                    ) from None
+                log.info(
+                    "push rejected (attempt %d/%d): %s; fetching and committing again on the new head",
+                    attempt,
+                    PUSH_RETRIES,
+                    exc,
+                )
+                git(["fetch", "--quiet", "--prune", "origin"], self.clone_dir, timeout=300)
+                time.sleep(min(2.0, 0.2 * attempt))
+                continue
+            crash_point("commit_back_pushed")
+            git(["update-ref", f"refs/remotes/origin/{self.target}", commit], self.clone_dir)
+            self._after_sync(names, commit)
+            return CommitBack(commit=commit, pushed=True, specs=names)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remote_sha(self, branch: str) -> str | None:
+        """Where our last fetch saw ``branch`` on the remote (None: not there)."""
+        ref = f"refs/remotes/origin/{branch}"
+        return git(["rev-parse", "--verify", "-q", ref], self.clone_dir, check=False).strip() or None
+
+    def _push_onto(self, commit: str, branch: str, expected: str | None) -> None:
+        """Push ``commit`` to ``branch`` only if the remote still has ``expected`` there (a lease).
+        A fast-forward check is not enough: after a user force-pushed the branch *back* (to drop a
+        leaked credential), a commit built on the dropped commit is a fast-forward of the rewound
+        branch, and a plain push would quietly bring the dropped commit back."""
+        lease = f"--force-with-lease=refs/heads/{branch}:{expected or ''}"
+        git(
+            ["push", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"], self.clone_dir, timeout=300
+        )
 
     def _after_sync(self, names: list[str], commit: str | None) -> None:
         trees = self._committed_trees(commit)
         self._set_synced({n: trees.get(n) for n in names})
-        self._pending.difference_update(names)
 
     # ------------------------------------------------------------------ the site branch
 
@@ -598,15 +640,7 @@ class Workspace:
             self.ensure_clone()
             env = self._index_env("site")
             files = list(_live_files(folder))
-            shas = (
-                self._git_index(
-                    ["hash-object", "-w", "--no-filters", "--stdin-paths"],
-                    git_env(),
-                    "".join(f"{p}\n" for _, p in files).encode(),
-                ).split()
-                if files
-                else []
-            )
+            shas = self._hash_files([p for _, p in files])
             self._git_index(["read-tree", "--empty"], env)
             if files:
                 info = "".join(f"100644 {sha}\t{rel}\0" for (rel, _), sha in zip(files, shas, strict=True))
@@ -626,11 +660,7 @@ class Workspace:
                     git(["update-ref", ref, commit], self.clone_dir)
                     return commit
                 try:
-                    git(
-                        ["push", "--quiet", "origin", f"{commit}:refs/heads/{branch}"],
-                        self.clone_dir,
-                        timeout=300,
-                    )
+                    self._push_onto(commit, branch, base)
                 except GitError:
                     if attempt == PUSH_RETRIES:
                         raise

@@ -86,3 +86,32 @@ def test_a_force_pushed_away_credential_is_never_pushed_back(tmp_path: Path) -> 
 
 def _ready(status: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"])
+
+
+def test_a_commit_built_on_the_removed_commit_is_never_pushed(tmp_path: Path) -> None:
+    """The exact race, made deterministic: the daemon fetched the leaked commit, the user rewinds
+    the branch, and the daemon commits back *before* its next fetch. Its commit, built on the
+    leaked one, is a fast-forward of the rewound branch, so only the lease stops it; the daemon
+    then fetches and builds the commit again on what the user left."""
+    from reconciler.results import ResultsStore
+    from reconciler.workspace import Workspace
+
+    repo = Remote(tmp_path)
+    ws = Workspace(str(repo.remote), tmp_path / "state")
+    ws.fetch()
+    repo.pull()
+    (repo.user / "deploy.env").write_text(f"AWS_SECRET_ACCESS_KEY={SECRET}\n")
+    leaked = repo.commit_push("add deploy settings")
+    ws.fetch()  # the daemon has seen it
+    git(["reset", "-q", "--hard", "HEAD~1"], repo.user)
+    git(["push", "-q", "--force", "origin", "HEAD:main"], repo.user)
+    store = ResultsStore(ws.results_dir, "x")
+    store.ensure()
+    store.status_path.write_text('{"n": 1}\n')
+    ws.mark("x")
+    done = ws.commit_back("autotuner: x: status")
+    ws.close()
+    assert done.pushed
+    assert leaked not in git(["rev-list", "--all"], repo.remote).split()
+    assert SECRET not in git(["log", "--all", "-p"], repo.remote)
+    assert repo.show("results/x/status.json") == '{"n": 1}\n'
