@@ -38,7 +38,7 @@ import yaml
 from backends.faults import fault_point
 from reconciler.checking import check_loaded
 from reconciler.git import GitError, mask
-from reconciler.logs import log_event
+from reconciler.logs import SecretFilter, log_event
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec, write_status
 from reconciler.session import Session
@@ -172,6 +172,7 @@ class Reconciler:
         )
         self.site_title = site_title
         self.tally = Tally()
+        self._redact = SecretFilter()
         self.commit_backoff = _commit_backoff()
         self.last_commit: CommitBack | None = None
         self.max_parallel = max_parallel
@@ -314,7 +315,9 @@ class Reconciler:
     def _degrade(self, name: str, reason: str, message: str, bo: Backoff | None) -> None:
         """Set the spec's Degraded condition (keeping everything else) and commit it."""
         store = ResultsStore(self.ws.results_dir, name)
-        status = degraded(store.status(), name, reason, message[:2000], bo.retry_at if bo else None)
+        # committed and shown on the site: the daemon's secrets blanked, the length bounded
+        text = self._redact.redact(message)[:500]
+        status = degraded(store.status(), name, reason, text, bo.retry_at if bo else None)
         if store.write_status(status):
             self.changed(f"{name}: degraded ({reason})")
 
@@ -493,7 +496,9 @@ class Reconciler:
                             store.status(),
                             name,
                             "CommitBackFailing",
-                            f"results are kept here but not in git: {exc}; retrying in {delay:.0f}s"[:2000],
+                            self._redact.redact(
+                                f"results are kept here but not in git: {exc}; retrying in {delay:.0f}s"
+                            )[:500],
                             self.commit_backoff.retry_at,
                         )
                     )
