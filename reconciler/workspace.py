@@ -144,6 +144,7 @@ class Workspace:
         self._synced_path = self.state_dir / "commit-back.json"
         self._synced: dict[str, str | None] = {}
         self._trees_cache: tuple[str, dict[str, str]] | None = None
+        self._base_memo: tuple[str | None] | None = None
 
     @property
     def target(self) -> str:
@@ -258,6 +259,7 @@ class Workspace:
         """Fetch and return the spec branch's revision (the checkout follows it)."""
         with self.lock:
             self.ensure_clone()
+            self._base_memo = None
             git(["fetch", "--quiet", "--prune", "origin"], self.clone_dir, timeout=50)
             ref = f"refs/remotes/origin/{self.spec_branch}"
             if not self._has_ref(ref):
@@ -351,7 +353,15 @@ class Workspace:
     # ------------------------------------------------------------------ live ↔ committed
 
     def _base(self) -> str | None:
-        """The commit the next results commit goes on top of."""
+        """The commit the next results commit goes on top of (remembered until a ref moves: a
+        pass asks once per spec)."""
+        if self._base_memo is not None:
+            return self._base_memo[0]
+        base = self._find_base()
+        self._base_memo = (base,)
+        return base
+
+    def _find_base(self) -> str | None:
         candidates = [f"refs/remotes/origin/{self.target}", f"refs/remotes/origin/{self.spec_branch}"]
         if not self.push:
             candidates.insert(0, f"refs/heads/{self.target}")
@@ -568,6 +578,12 @@ class Workspace:
                 raise
 
     def _commit_back(self, names: list[str], message: str) -> CommitBack:
+        try:
+            return self._commit_back_once(names, message)
+        finally:
+            self._base_memo = None  # refs moved (a push, a fetch) or may have
+
+    def _commit_back_once(self, names: list[str], message: str) -> CommitBack:
         self.ensure_clone()
         env = self._index_env("commit")
         for attempt in range(1, PUSH_RETRIES + 1):
@@ -603,6 +619,7 @@ class Workspace:
                     exc,
                 )
                 git(["fetch", "--quiet", "--prune", "origin"], self.clone_dir, timeout=300)
+                self._base_memo = None
                 time.sleep(min(2.0, 0.2 * attempt))
                 continue
             crash_point("commit_back_pushed")
