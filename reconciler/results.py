@@ -22,8 +22,10 @@ from specs.records import ExperimentRecord, StatusRecord
 
 log = logging.getLogger(__name__)
 
-#: wall-clock start of this process (a temp file older than it was left by an earlier one)
-_PROCESS_STARTED = time.time() - 1.0
+#: when this module was loaded: a temp file older than that was left by an earlier process. The
+#: margin covers the file system's coarse timestamps (a file made just after this instant may
+#: carry a time a few milliseconds before it); a restart after a crash takes far longer than it.
+_PROCESS_STARTED = time.time() - 0.05
 
 
 def dumps(data: object) -> bytes:
