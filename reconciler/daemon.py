@@ -163,6 +163,7 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
                     except TransientError as exc:
                         delay = failure.fail()
                         log.warning("sync failed, retrying in %.0fs: %s", delay, exc)
+                        rec.sync_failed(str(exc), failure)
                         notifier.status(f"sync failing: {exc}")
                         trigger.set()
                 rec.flush()

@@ -172,6 +172,8 @@ class Reconciler:
         )
         self.site_title = site_title
         self.tally = Tally()
+        #: specs this host worked on in the last pass (not skipped by placement)
+        self.known: set[str] = set()
         self._redact = SecretFilter()
         self.commit_backoff = _commit_backoff()
         self.last_commit: CommitBack | None = None
@@ -262,6 +264,7 @@ class Reconciler:
             report.actions[entry.name] = self._reconcile_guarded(
                 entry, own.get(entry.path, revision), results
             )
+        self.known = {n for n, a in report.actions.items() if a != "skipped"}
         for name in list(self.running):
             if name not in wanted:
                 log.info("spec %s was deleted: stopping its study (results stay)", name)
@@ -303,7 +306,9 @@ class Reconciler:
         """One spec's step; an unexpected error is that spec's trouble (logged, shown as Degraded,
         retried with backoff), never the pass's or the daemon's."""
         try:
-            return self._reconcile_one(entry, revision, results)
+            action = self._reconcile_one(entry, revision, results)
+            self._recovered(entry.name, ("ReconcileError", "SyncFailing"))
+            return action
         except Exception as exc:
             log.exception("spec=%s: reconcile step failed", entry.name)
             bo = self.backoff.setdefault(entry.name, Backoff())
@@ -311,6 +316,26 @@ class Reconciler:
             with contextlib.suppress(Exception):
                 self._degrade(entry.name, "ReconcileError", f"{type(exc).__name__}: {mask(str(exc))}", bo)
             return "backoff"
+
+    def _recovered(self, name: str, reasons: tuple[str, ...]) -> None:
+        """Drop a Degraded condition of one of ``reasons`` once its cause is gone (nobody else
+        rewrites the status of a finished spec)."""
+        reason = _drop_degraded(ResultsStore(self.ws.results_dir, name), reasons)
+        if reason is not None:
+            self.changed(f"{name}: recovered ({reason})")
+
+    def sync_failed(self, message: str, bo: Backoff) -> None:
+        """The pass could not fetch: every spec this host works on shows it (on this host: the
+        site and ``autotuner status --state-dir``; the remote is what cannot be reached)."""
+        for name in sorted(self.known):
+            store = ResultsStore(self.ws.results_dir, name)
+            old = store.status()
+            if old is None:
+                continue
+            text = self._redact.redact(f"cannot sync with the repository: {message}")[:500]
+            with contextlib.suppress(Exception):
+                store.write_status(degraded(old, name, "SyncFailing", text, bo.retry_at))
+        self._rebuild_site(publish=False)
 
     def _degrade(self, name: str, reason: str, message: str, bo: Backoff | None) -> None:
         """Set the spec's Degraded condition (keeping everything else) and commit it."""
@@ -526,18 +551,7 @@ class Reconciler:
         """A commit-back that is about to be tried again takes its own Degraded condition out of
         the statuses it set it in, so that the commit, when it works, holds none."""
         for name in sorted(self.ws.pending):
-            store = ResultsStore(self.ws.results_dir, name)
-            status = store.status()
-            cond = status.condition("Degraded") if status is not None else None
-            if status is not None and cond is not None and cond.reason == "CommitBackFailing":
-                store.write_status(
-                    status.model_copy(
-                        update={
-                            "conditions": [c for c in status.conditions if c.type != "Degraded"],
-                            "updated_at": now(),
-                        }
-                    )
-                )
+            _drop_degraded(ResultsStore(self.ws.results_dir, name), ("CommitBackFailing", "SyncFailing"))
 
     def _rebuild_site(self, *, publish: bool) -> None:
         if self.site_dir is None:
@@ -558,6 +572,17 @@ class Reconciler:
         for run in list(self.running.values()):
             run.thread.join(timeout=max(0.0, deadline - time.monotonic()) if math.isfinite(timeout) else None)
         self._reap()
+
+
+def _drop_degraded(store: ResultsStore, reasons: tuple[str, ...]) -> str | None:
+    """Remove the spec's Degraded condition when its reason is one of ``reasons``; the reason."""
+    status = store.status()
+    cond = status.condition("Degraded") if status is not None else None
+    if status is None or cond is None or cond.reason not in reasons:
+        return None
+    kept = [c for c in status.conditions if c.type != "Degraded"]
+    store.write_status(status.model_copy(update={"conditions": kept, "updated_at": now()}))
+    return cond.reason
 
 
 def _subject(messages: list[str]) -> str:

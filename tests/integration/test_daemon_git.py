@@ -258,3 +258,21 @@ def test_startup_line_and_idle_passes_at_debug(tmp_path: Path) -> None:
     assert str(tmp_path / "rel-state") in line and "site branch pages" in line
     assert sum("pass done" in x for x in err.splitlines()) == 1, err  # the first; idle ones at DEBUG
     assert sys.executable
+
+
+@pytest.mark.slow
+def test_a_failing_sync_shows_on_this_host(tmp_path: Path) -> None:
+    repo = Remote(tmp_path)
+    repo.put_spec("zeta", sim_spec("zeta", strategy="grid", budget=1, parameters=ONE))
+    state = tmp_path / "state"
+    proc = start_daemon(repo, state)
+    try:
+        wait_for(lambda: _ready(repo.status("zeta")), 120, "the study to finish")
+        repo.remote.rename(tmp_path / "gone.git")  # the remote becomes unreachable
+        live = state / "results" / "zeta" / "status.json"
+        wait_for(lambda: "SyncFailing" in live.read_text(), 30, "the sync failure in the live status")
+        shown = autotuner("status", "--state-dir", str(state), cwd=tmp_path, check=False)
+        assert shown.returncode == 3 and "Degraded" in shown.stdout and "cannot sync" in shown.stdout
+    finally:
+        err = stop_daemon(proc)
+    assert "sync failed" in err
