@@ -253,7 +253,8 @@ class Reconciler:
         revision = self.ws.fetch()
         self.revision = revision
         before = Tally(**vars(self.tally))
-        report = PassReport(revision=revision)
+        # the revision of the desired state: the daemon's own result commits do not move it
+        report = PassReport(revision=self.ws.specs_revision(revision))
         entries = self.desired(revision)
         # each spec's own revision: a push to one spec must not touch another's status
         own = self.ws.file_revisions(revision, [e.path for e in entries])
