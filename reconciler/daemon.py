@@ -156,6 +156,7 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
                         log.log(level, "pass done: %s", text)
                         last_text = text
                         if not ready:
+                            rec.refresh_site()
                             notifier.ready(text)
                             ready = True
                         else:

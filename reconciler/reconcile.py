@@ -554,6 +554,11 @@ class Reconciler:
         for name in sorted(self.ws.pending):
             _drop_degraded(ResultsStore(self.ws.results_dir, name), ("CommitBackFailing", "SyncFailing"))
 
+    def refresh_site(self) -> None:
+        """Build (and publish) the site even when nothing changed: after the first pass, so that
+        a fresh host that only took finished results from the repository still has a site."""
+        self._rebuild_site(publish=True)
+
     def _rebuild_site(self, *, publish: bool) -> None:
         if self.site_dir is None:
             return

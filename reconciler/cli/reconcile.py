@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             )
             try:
                 report = rec.reconcile(wait=True)
+                rec.refresh_site()
             except KeyboardInterrupt:
                 rec.stop_all()
                 rec.flush()
