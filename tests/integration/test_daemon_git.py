@@ -169,7 +169,9 @@ def test_a_crash_of_the_study_thread_shows_in_status_within_one_pass(tmp_path: P
         assert "InjectedFault" in cond["message"] and cond["nextRetryTime"]
         reconciling = next(c for c in status["conditions"] if c["type"] == "Reconciling")
         assert reconciling["status"] == "False"
-        assert shown_after < 2 + 3  # one pass interval, plus a commit-back
+        # committed by the next tick of the main loop (1 s), well within one pass interval (2 s) plus
+        # the commit-back itself on a loaded machine
+        assert shown_after < 2 + 5, shown_after
         shown = autotuner("status", "--repo", str(repo.remote), cwd=tmp_path, check=False)
         assert shown.returncode == 3
         assert "Degraded" in shown.stdout and "next retry" in shown.stdout
