@@ -28,6 +28,7 @@ def _ready(status: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"])
 
 
+@pytest.mark.slow
 def test_master_default_remote_and_relative_state_dir(tmp_path: Path) -> None:
     repo = Remote(tmp_path, default="master")
     repo.put_spec("alpha", sim_spec("alpha", strategy="grid", budget=1, parameters=ONE))
@@ -46,6 +47,7 @@ def test_master_default_remote_and_relative_state_dir(tmp_path: Path) -> None:
     assert "alpha" in status.stdout and "Ready" in status.stdout
 
 
+@pytest.mark.slow
 def test_sigkill_during_the_first_clone_then_restart(tmp_path: Path) -> None:
     repo = Remote(tmp_path)
     repo.put_spec("beta", sim_spec("beta", strategy="grid", budget=1, parameters=ONE))
@@ -248,6 +250,7 @@ def test_the_site_branch_holds_the_site_and_changes_only_changed_pages(tmp_path:
     assert git(["rev-list", "--count", "pages"], repo.remote).strip() == count
 
 
+@pytest.mark.slow
 def test_startup_line_and_idle_passes_at_debug(tmp_path: Path) -> None:
     repo = Remote(tmp_path, default="master")
     proc = start_daemon(repo, "rel-state", "--site-branch", "pages")
