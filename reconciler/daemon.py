@@ -6,6 +6,11 @@ that ignores ``results/``, the site and ``.git``. Either sets one event; the mai
 pass when it is set, and in between commits finished work, pings the systemd watchdog and
 publishes a STATUS line.
 
+Start-up resolves every path given relative to the current folder, then logs one line naming the
+repository, the spec branch (the remote's HEAD unless ``--branch``), the state directory and where
+the site goes. A pass that found nothing to do is logged at DEBUG, so that an idle daemon's journal
+shows only what happened.
+
 SIGTERM: stop scheduling, ask every study to stop (each tears its engines down and leaves its
 checkpoint consistent: in-flight trials are re-queued on the next start), commit what was
 written, send STOPPING=1, exit 0 — well within ``TimeoutStopSec``.
@@ -27,7 +32,7 @@ from reconciler.git import mask
 from reconciler.reconcile import Backoff, PassReport, Reconciler
 from reconciler.sdnotify import Notifier
 from reconciler.session import open_session
-from reconciler.workspace import Workspace
+from reconciler.workspace import Workspace, is_local, resolve_repo
 from specs.errors import TransientError
 from specs.policy import Policy
 
@@ -37,11 +42,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class DaemonConfig:
     repo: str
-    branch: str = "main"
+    branch: str | None = None
     results_branch: str | None = None
     interval: float = 60.0
     state_dir: Path = Path("/var/lib/autotuner")
     site_dir: Path | None = None
+    site_branch: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     max_parallel: int = 4
     fake_gpus: str | None = None
@@ -112,35 +118,48 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
         coalesce=True,
     )
     scheduler.start()
-    local = Path(cfg.repo)
-    if "://" not in cfg.repo and local.is_dir():
-        _watch_local(local.resolve(), trigger, stop)
+    repo = resolve_repo(cfg.repo)
+    state_dir = Path(os.path.abspath(cfg.state_dir))
+    site_dir = Path(os.path.abspath(cfg.site_dir)) if cfg.site_dir is not None else None
+    if is_local(repo) and Path(repo).is_dir():
+        _watch_local(Path(repo).resolve(), trigger, stop)
 
     ready = False
     failure = Backoff()
-    with open_session(cfg.state_dir, fake_gpus=cfg.fake_gpus, policy=cfg.policy) as session:
-        ws = Workspace(
-            cfg.repo,
-            cfg.state_dir / "repo",
-            branch=cfg.branch,
-            results_branch=cfg.results_branch,
-            push=cfg.push,
+    last_text = ""
+    with open_session(state_dir, fake_gpus=cfg.fake_gpus, policy=cfg.policy) as session:
+        ws = Workspace(repo, state_dir, branch=cfg.branch, results_branch=cfg.results_branch, push=cfg.push)
+        rec = Reconciler(
+            ws,
+            session,
+            labels=cfg.labels,
+            site_dir=site_dir,
+            site_branch=cfg.site_branch,
+            max_parallel=cfg.max_parallel,
         )
-        rec = Reconciler(ws, session, labels=cfg.labels, site_dir=cfg.site_dir, max_parallel=cfg.max_parallel)
         if not (ws.clone_dir / ".git").is_dir():
             notifier.extend_timeout(900)
-            notifier.status(f"cloning {mask(cfg.repo)}")
+            notifier.status(f"cloning {mask(repo)}")
+        announced = False
         watchdog = notifier.watchdog_interval()
         try:
             while not stop.is_set():
                 if trigger.is_set() and time.monotonic() >= failure.not_before:
                     trigger.clear()
                     try:
+                        if not announced:
+                            ws.ensure_clone()
+                            log.info("%s", startup_line(ws, rec, cfg))
+                            announced = True
                         report = rec.reconcile(wait=False)
                         failure = Backoff()
                         text = _summary(report, len(rec.running))
-                        log.info("pass done: %s", text)
+                        # an idle pass is not news: DEBUG unless it did something or the picture changed
+                        level = logging.INFO if report.busy or text != last_text else logging.DEBUG
+                        log.log(level, "pass done: %s", text)
+                        last_text = text
                         if not ready:
+                            rec.refresh_site()
                             notifier.ready(text)
                             ready = True
                         else:
@@ -148,6 +167,7 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
                     except TransientError as exc:
                         delay = failure.fail()
                         log.warning("sync failed, retrying in %.0fs: %s", delay, exc)
+                        rec.sync_failed(str(exc), failure)
                         notifier.status(f"sync failing: {exc}")
                         trigger.set()
                 rec.flush()
@@ -161,8 +181,24 @@ def run_daemon(cfg: DaemonConfig, *, stop: threading.Event | None = None) -> int
             scheduler.shutdown(wait=False)
             rec.stop_all(timeout=cfg.stop_timeout)
             rec.flush()
+            ws.close()
             log.info("stopped")
     return 0
+
+
+def startup_line(ws: Workspace, rec: Reconciler, cfg: DaemonConfig) -> str:
+    """The one line that says what this daemon works on (the first thing an operator looks for)."""
+    if rec.site_branch:
+        site = f"site branch {rec.site_branch} (built in {rec.site_dir})"
+    elif rec.site_dir is not None:
+        site = f"site {rec.site_dir}"
+    else:
+        site = "no site (give --site-dir or --site-branch)"
+    results = f", results to branch {ws.target}" if ws.target != ws.spec_branch else ""
+    return (
+        f"autotuner daemon: repository {mask(ws.repo)}, branch {ws.spec_branch}{results}, "
+        f"state {ws.state_dir}, {site}" + ("" if cfg.push else ", no push")
+    )
 
 
 def env(name: str, default: str | None = None) -> str | None:

@@ -14,11 +14,13 @@ unreadable files name the reason, never the content.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,6 +49,12 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return type(exc).__name__
+
+
+#: when this module was loaded: a temp file older than that was left by an earlier process. The
+#: margin covers the file system's coarse timestamps (a file made just after this instant may
+#: carry a time a few milliseconds before it); a restart after a crash takes far longer than it.
+_PROCESS_STARTED = time.time() - 0.05
 
 
 def dumps(data: object) -> bytes:
@@ -101,10 +109,14 @@ class ResultsStore:
                 shutil.rmtree(self.journal)
             else:
                 os.unlink(self.journal)
-        # temp files of an atomic write that a crash interrupted: garbage, never to be committed
+        # temp files of an atomic write that a crash interrupted: garbage, never to be committed.
+        # Only those older than this process: a younger one is another thread's write in flight,
+        # and removing it made that write's rename fail (FileNotFoundError killed the daemon).
         for folder in (self.dir, self.experiments_dir, self.best_dir):
             for stale in folder.glob(f".*{TEMP_SUFFIX}") if is_real_dir(folder) else ():
-                stale.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    if stale.lstat().st_mtime < _PROCESS_STARTED:
+                        stale.unlink()
 
     # ------------------------------------------------------------------ experiments
 

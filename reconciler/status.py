@@ -3,6 +3,11 @@
 Conditions follow Kubernetes/Flux conventions: ``Ready``, ``Reconciling`` and ``Stalled``, each
 with a reason, a message and ``lastTransitionTime`` — which changes only when the condition's
 status does, so that re-running a pass with nothing new writes the same bytes (no commit).
+``Degraded`` (after OpenShift's operator conditions) is present only while something is failing
+and retried: a crashed study, a transient error in backoff, a failing commit-back; it carries
+``nextRetryTime``; and an environment failure of the latest experiment (reason
+``EnvironmentFailure``: the host, not the spec, needs fixing). A status built from the study's
+progress carries only the last kind: recovery clears the others.
 """
 
 from __future__ import annotations
@@ -78,14 +83,15 @@ def cap_problems(problems: Sequence[SpecProblem]) -> list[SpecProblem]:
     return kept
 
 
-def environment_condition(records: Sequence[ExperimentRecord], old: StatusRecord | None) -> Condition:
-    """``Degraded`` is True while the generation's latest experiment failed on the environment's
-    side (:func:`specs.records.failure_side`): the host needs fixing, not the spec."""
+def environment_condition(records: Sequence[ExperimentRecord], old: StatusRecord | None) -> Condition | None:
+    """``Degraded`` while the generation's latest experiment failed on the environment's side
+    (:func:`specs.records.failure_side`): the host needs fixing, not the spec. ``None`` otherwise:
+    like every ``Degraded``, it is present only while true."""
     latest = records[-1] if records else None
     failure = latest.failure if latest is not None and latest.state == "FAILED" else None
     if failure is not None and failure_side(failure.kind) == "environment":
         return _condition("Degraded", "True", "EnvironmentFailure", f"{failure.kind}: {failure.reason}", old)
-    return _condition("Degraded", "False", "AsExpected", "", old)
+    return None
 
 
 def build_status(
@@ -133,7 +139,9 @@ def build_status(
             old,
         ),
     ]
-    conditions.append(environment_condition(gen_records, old))
+    env = environment_condition(gen_records, old)
+    if env is not None:
+        conditions.append(env)
     status = StatusRecord(
         tool_version=__version__,
         spec=name,
@@ -168,3 +176,35 @@ def _without_time(s: StatusRecord) -> dict[str, Any]:
     d.pop("updatedAt", None)
     d.pop("toolVersion", None)
     return d
+
+
+def degraded(
+    old: StatusRecord | None, name: str, reason: str, message: str, retry_at: str | None
+) -> StatusRecord:
+    """``old`` with a ``Degraded`` condition (a crash, a backoff, a failing commit-back): the rest of
+    the status stays as the last writer left it, ``Reconciling`` stops saying "Progressing" (it is
+    not), and the next status the study writes drops the condition again."""
+    if old is None:
+        old = build_status(name=name, phase="running", message="", old=None)
+    prev = old.condition("Degraded")
+    when = prev.last_transition_time if prev is not None and prev.status == "True" else now()
+    conditions = []
+    for c in old.conditions:
+        if c.type == "Degraded":
+            continue
+        if c.type == "Reconciling" and c.status == "True":
+            c = Condition(
+                type="Reconciling", status="False", reason=reason, message="", last_transition_time=now()
+            )
+        conditions.append(c)
+    conditions.append(
+        Condition(
+            type="Degraded",
+            status="True",
+            reason=reason,
+            message=message,
+            last_transition_time=when,
+            next_retry_time=retry_at,
+        )
+    )
+    return old.model_copy(update={"conditions": conditions, "updated_at": now()})

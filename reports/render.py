@@ -97,15 +97,17 @@ class ConditionView:
 
 
 def condition(status: StatusRecord | None) -> ConditionView:
-    """The one condition worth showing first: Stalled, else Reconciling, else Ready."""
+    """The one condition worth showing first: Stalled, else Degraded (a failure being retried),
+    else Reconciling, else Ready."""
     if status is None:
         return ConditionView(
             "Unknown", "unknown", "", "No status.json yet: the first experiment may still be running."
         )
-    for kind, css in (("Stalled", "bad"), ("Reconciling", "running"), ("Ready", "ok")):
+    for kind, css in (("Stalled", "bad"), ("Degraded", "warn"), ("Reconciling", "running"), ("Ready", "ok")):
         c = status.condition(kind)
         if c is not None and c.status == "True":
-            return ConditionView(kind, css, c.reason, c.message)
+            retry = f" Next retry: {c.next_retry_time}." if c.next_retry_time else ""
+            return ConditionView(kind, css, c.reason, c.message + retry)
     ready = status.condition("Ready")
     if ready is not None:
         return ConditionView(ready.reason or "Not ready", "warn", ready.reason, ready.message)
@@ -164,6 +166,7 @@ def index_context(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ready": sum(r["condition"]["label"] == "Ready" for r in rows),
         "reconciling": sum(r["condition"]["label"] == "Reconciling" for r in rows),
         "stalled": sum(r["condition"]["label"] == "Stalled" for r in rows),
+        "degraded": sum(r["condition"]["label"] == "Degraded" for r in rows),
     }
     return {"specs": [_Row(r) for r in rows], "totals": totals}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 SCHEMA_VERSION = 1
 
@@ -144,13 +144,25 @@ class ExperimentRecord(_Record):
 
 
 class Condition(_Record):
-    #: ``Degraded``: the host, not the spec, keeps experiments from running (an environment
-    #: failure, :data:`ENVIRONMENT_FAILURES`); they are retried, and the condition clears when one runs
+    #: ``Degraded``: something failed and is retried: an environment failure
+    #: (:data:`ENVIRONMENT_FAILURES`; clears when an experiment runs), a crashed study, a transient
+    #: error in backoff, a failing commit-back or sync
     type: Literal["Ready", "Reconciling", "Stalled", "Degraded"]
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
     last_transition_time: str = Field(alias="lastTransitionTime")
+    #: when the daemon tries again (Degraded only)
+    next_retry_time: str | None = Field(default=None, alias="nextRetryTime")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_retry(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # absent rather than null: status.json files written before this field keep their bytes
+        data: dict[str, Any] = handler(self)
+        for key in ("nextRetryTime", "next_retry_time"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
 
 
 class StatusRecord(_Record):

@@ -96,7 +96,7 @@ def main() -> int:
 
     t = time.monotonic()
     with open_session(state) as session:
-        rec = Reconciler(Workspace(str(remote), state / "repo"), session, max_parallel=2)
+        rec = Reconciler(Workspace(str(remote), state), session, max_parallel=2)
         first = rec.reconcile(wait=True)
         first_s = time.monotonic() - t
         assert all(a == "done" for a in first.actions.values()), first.actions

@@ -51,7 +51,11 @@ def load_policy_arg(path: str | None) -> Policy:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", default=_env("REPO"), help="specs repository: a path or URL [AUTOTUNER_REPO]")
-    p.add_argument("--branch", default=_env("BRANCH", "main"), help="spec branch [AUTOTUNER_BRANCH, main]")
+    p.add_argument(
+        "--branch",
+        default=_env("BRANCH"),
+        help="spec branch [AUTOTUNER_BRANCH; default: the branch the remote's HEAD names]",
+    )
     p.add_argument(
         "--results-branch",
         default=_env("RESULTS_BRANCH"),
@@ -64,6 +68,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--site-dir", default=_env("SITE_DIR"), help="build the report site here [AUTOTUNER_SITE_DIR]"
+    )
+    p.add_argument(
+        "--site-branch",
+        default=_env("SITE_BRANCH"),
+        metavar="NAME",
+        help="also commit the built site to this orphan branch and push it, for GitHub/GitLab Pages "
+        "(built in STATE_DIR/site unless --site-dir) [AUTOTUNER_SITE_BRANCH]",
     )
     p.add_argument(
         "--labels",
@@ -86,6 +97,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
         default=_env("NO_PUSH") == "1",
         help="commit results locally without pushing [AUTOTUNER_NO_PUSH=1]",
     )
+
+
+def check_branches(args: argparse.Namespace) -> str | None:
+    """The site branch holds only the site: it cannot be the spec or results branch."""
+    site = args.site_branch
+    if site and site in (args.branch, args.results_branch):
+        return f"--site-branch {site} is also the spec or results branch; give the site its own branch"
+    return None
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -125,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
     if args.interval <= 0 or args.max_parallel < 1:
         fail("--interval must be > 0 and --max-parallel >= 1")
         return 2
+    problem = check_branches(args)
+    if problem:
+        fail(problem)
+        return 2
     cfg = DaemonConfig(
         repo=args.repo,
         branch=args.branch,
@@ -132,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         state_dir=Path(args.state_dir),
         site_dir=Path(args.site_dir) if args.site_dir else None,
+        site_branch=args.site_branch,
         labels=labels,
         max_parallel=args.max_parallel,
         fake_gpus=args.fake_gpus,

@@ -90,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
         state, site = out / "state", out / "site"
         print(f"demo: spec repository {user} (remote {remote})", file=sys.stderr)
         with open_session(state, policy=policy) as session:
-            ws = Workspace(str(remote), state / "repo", branch="main")
+            ws = Workspace(str(remote), state, branch="main")
             rec = Reconciler(
                 ws,
                 session,
                 site_dir=site,
+                site_title="autotuner demo",
                 max_parallel=1,
                 progress_factory=None if args.quiet else (lambda loaded: ProgressPrinter(loaded.spec)),
             )
@@ -105,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
                 rec.flush()
                 print("interrupted; run the same command again to resume", file=sys.stderr)
                 return 130
-        rebuild_site(ws.results_dir, site, title="autotuner demo")
+            finally:
+                ws.close()
+        rebuild_site(ws.results_dir, site, title="autotuner demo")  # also when nothing changed
     except AutotunerError as exc:
         return fail(exc.message, exc.hint)
     except ValueError as exc:  # ConfigError: an invalid --policy
@@ -115,14 +118,21 @@ def run(args: argparse.Namespace) -> int:
     git(["pull", "-q", "--ff-only", "origin", "main"], user, check=False)
     elapsed = time.monotonic() - started
     name = next(iter(report.actions), "")
-    if report.actions and all(a == "done" for a in report.actions.values()) and not report.committed:
+    if report.experiments or report.commits:
+        pushed = f", {report.commits} commit(s) pushed to {remote}" if report.pushed else ""
+        unpushed = ", committed but NOT pushed (see the log)" if report.commits and not report.pushed else ""
+        print(f"\nran {report.experiments} experiment(s){pushed}{unpushed}", file=sys.stderr)
+    elif report.actions and all(a == "done" for a in report.actions.values()):
         print(
-            f"nothing to do: the demo study in {out} is complete (remove that folder to start over)",
+            f"\nnothing to do: the demo study in {out} is complete (remove that folder to start over)",
             file=sys.stderr,
         )
-    print(f"\ndone in {elapsed:.0f}s", file=sys.stderr)
+    else:
+        states = ", ".join(f"{n}: {a}" for n, a in sorted(report.actions.items()))
+        print(f"\nno experiment ran ({states}); see the messages above", file=sys.stderr)
+    print(f"done in {elapsed:.0f}s", file=sys.stderr)
     print(f"  results (committed and pushed): {user / 'results' / name}  (git -C {user} log --oneline)")
     print(f"  best configuration:             {user / 'results' / name / 'best' / 'command.sh'}")
     print(f"  report site:                    {site / 'index.html'}")
     print(f"  serve it with:                  python -m http.server -d {site} 8080")
-    return 0
+    return 0 if all(a == "done" for a in report.actions.values()) else 1

@@ -1,4 +1,9 @@
-"""``autotuner status``: each spec's conditions, progress and best result."""
+"""``autotuner status``: each spec's conditions, progress and best result.
+
+Exit status: 0 when every spec is fine, 3 when any is ``Stalled`` (its spec needs a fix) or
+``Degraded`` (something fails and is retried: a crashed study, a backoff, a failing commit-back),
+so that scripts and monitoring can alert on it; 1 when the results cannot be read.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     src = p.add_mutually_exclusive_group()
     src.add_argument("--repo", metavar="PATH_OR_URL", help="specs repository (default: the current folder)")
     src.add_argument("--results", metavar="DIR", help="a results folder")
-    p.add_argument("--branch", default="main", help="branch holding the results of a bare/remote repo")
+    src.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="a daemon's state directory: its live results, including what is not committed yet",
+    )
+    p.add_argument(
+        "--branch", default=None, help="branch holding the results of a bare/remote repo (default: its HEAD)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -30,6 +42,8 @@ def _summary(name: str, status: Any, records: list[Any]) -> dict[str, Any]:
         state = "Unknown"
     elif conds.get("Stalled") and conds["Stalled"].status == "True":
         state = "Stalled"
+    elif conds.get("Degraded") and conds["Degraded"].status == "True":
+        state = "Degraded"
     elif conds.get("Ready") and conds["Ready"].status == "True":
         state = "Ready"
     elif conds.get("Reconciling") and conds["Reconciling"].status == "True":
@@ -42,7 +56,15 @@ def _summary(name: str, status: Any, records: list[Any]) -> dict[str, Any]:
         "spec": name,
         "state": state,
         "reason": conds["Ready"].reason if conds.get("Ready") else None,
-        "message": next((c.message for c in conds.values() if c.message), ""),
+        "message": next(
+            (
+                conds[k].message
+                for k in ("Stalled", "Degraded", "Reconciling", "Ready")
+                if k in conds and conds[k].message
+            ),
+            "",
+        ),
+        "nextRetry": conds["Degraded"].next_retry_time if conds.get("Degraded") else None,
         "generation": status.observed_generation if status else None,
         "done": (status.counts.get("complete", 0) + status.counts.get("failed", 0)) if status else 0,
         "max": status.max_experiments if status else None,
@@ -62,22 +84,26 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="autotuner-status-") as tmp:
         if args.results:
             results = Path(args.results)
+        elif args.state_dir:
+            results = Path(args.state_dir) / "results"
         else:
             repo = args.repo or "."
             if Path(repo).is_dir() and (Path(repo) / "results").is_dir():
                 results = Path(repo) / "results"
             else:
                 try:
-                    clone = ["clone", "-q", "--depth", "1", "--branch", args.branch, repo, tmp + "/r"]
+                    branch = ["--branch", args.branch] if args.branch else []
+                    clone = ["clone", "-q", "--depth", "1", *branch, repo, tmp + "/r"]
                     git(clone, tmp, timeout=120)
                 except GitError as exc:
                     return fail(str(exc), "give --results DIR, or --repo with a specs repository")
                 results = Path(tmp) / "r" / "results"
         data = load_all(results)
         summaries = [_summary(name, st, recs) for name, (st, recs) in data.items()]
+    trouble = 3 if any(s["state"] in ("Stalled", "Degraded") for s in summaries) else 0
     if args.json:
         print_json(summaries)
-        return 0
+        return trouble
     if not summaries:
         print(f"no results yet in {results}", file=sys.stderr)
         return 0
@@ -94,4 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    {p['file']}:{p['line']}: {p['path']}: {p['message']}")
             if not s["problems"] and s["message"]:
                 print(f"    {s['message']}")
-    return 0
+        elif s["state"] == "Degraded":
+            retry = f" (next retry {s['nextRetry']})" if s["nextRetry"] else ""
+            print(f"    {s['message']}{retry}")
+    return trouble

@@ -68,7 +68,7 @@ class Repo:
         )
 
     def results(self, name: str) -> Path:
-        return self.state / "repo" / "results" / name
+        return self.state / "results" / name
 
     def records(self, name: str) -> list[dict]:
         return [
