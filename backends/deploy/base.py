@@ -33,11 +33,11 @@ import signal
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol, runtime_checkable
 
 from backends.engines.base import LaunchPlan
-from specs.errors import AutotunerError
+from specs.errors import AutotunerError, UserError
 from specs.model import SECRET_HINT
 
 __all__ = [
@@ -49,10 +49,12 @@ __all__ = [
     "EngineFailure",
     "ExitInfo",
     "FailureKind",
+    "check_files",
     "check_name",
     "classify_failure",
     "looks_like_address_in_use",
     "redact",
+    "resolve_env_from",
     "secret_values",
 ]
 
@@ -232,6 +234,29 @@ def check_name(name: str) -> str:
             "starting and ending with a letter or digit, at most 63 characters"
         )
     return name
+
+
+def check_files(name: str, files: Mapping[str, str]) -> None:
+    """A plan's file paths must stay inside the working directory (a bad one is the caller's bug)."""
+    for rel in files:
+        path = PurePosixPath(rel)
+        if not rel or path.is_absolute() or ".." in path.parts:
+            raise ValueError(
+                f"deployment {name}: file {rel!r} must be a relative path inside the working directory"
+            )
+
+
+def resolve_env_from(refs: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """Engine variable → value of the daemon variable it references; every missing one reported."""
+    missing = sorted({source for source in refs.values() if source not in environ})
+    if missing:
+        raise UserError(
+            f"the spec's engine.env references {', '.join(missing)}, "
+            "which the daemon's environment does not set",
+            hint="set it in the daemon's environment (systemd EnvironmentFile=, "
+            "or export it before 'autotuner run')",
+        )
+    return {target: environ[source] for target, source in refs.items()}
 
 
 @runtime_checkable

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from backends import atomic
 from backends.deploy import procs
@@ -40,14 +40,15 @@ from backends.deploy.base import (
     EngineFailure,
     ExitInfo,
     FailureKind,
+    check_files,
     check_name,
     classify_failure,
     looks_like_address_in_use,
     redact,
+    resolve_env_from,
     secret_values,
 )
 from backends.engines.base import LaunchPlan
-from specs.errors import UserError
 
 __all__ = ["LocalBackend", "LocalDeployment"]
 
@@ -131,8 +132,8 @@ class LocalBackend:
             raise ValueError(
                 f"deployment {name}: the plan needs {expected} GPU(s) but {len(gpu_ids)} were leased"
             )
-        _check_files(name, plan.files)
-        secrets = _resolve_env_from(plan.env_from, os.environ if self.environ is None else self.environ)
+        check_files(name, plan.files)
+        secrets = resolve_env_from(plan.env_from, os.environ if self.environ is None else self.environ)
         if len(set(gpu_ids)) != len(gpu_ids):
             raise ValueError(f"deployment {name}: GPU ids {list(gpu_ids)} are not distinct")
         if not plan.argv:
@@ -431,28 +432,6 @@ def _engine_env(
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
-
-
-def _check_files(name: str, files: Mapping[str, str]) -> None:
-    for rel in files:
-        path = PurePosixPath(rel)
-        if not rel or path.is_absolute() or ".." in path.parts:
-            raise ValueError(
-                f"deployment {name}: file {rel!r} must be a relative path inside the working directory"
-            )
-
-
-def _resolve_env_from(refs: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
-    """Engine variable → value of the daemon variable it references; every missing one reported."""
-    missing = sorted({source for source in refs.values() if source not in environ})
-    if missing:
-        raise UserError(
-            f"the spec's engine.env references {', '.join(missing)}, "
-            "which the daemon's environment does not set",
-            hint="set it in the daemon's environment (systemd EnvironmentFile=, "
-            "or export it before 'autotuner run')",
-        )
-    return {target: environ[source] for target, source in refs.items()}
 
 
 def rewrite_port(argv: Sequence[str], old: int, new: int) -> list[str] | None:
