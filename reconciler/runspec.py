@@ -6,6 +6,7 @@ every path writes results the same way.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.deploy.base import DeployBackend
-from backends.engines import get_engine
+from backends.deploy.container import parse_volume
+from backends.deploy.registry import BackendRequest, get_backend
 from backends.workloads import build_workload
 from reconciler.artifacts import render
 from reconciler.experiment import ExperimentRunner
@@ -22,7 +24,7 @@ from reconciler.logs import log_event
 from reconciler.results import ResultsStore
 from reconciler.status import Phase, build_status
 from reconciler.study import Progress, Study, StudyOutcome
-from specs.errors import MissingExtraError, UserError
+from specs.errors import UserError
 from specs.loader import LoadedSpec
 from specs.model import TuningSpec
 from specs.ranking import best, pareto_front
@@ -32,28 +34,21 @@ log = logging.getLogger(__name__)
 
 
 def make_backend(spec: TuningSpec, state_dir: Path) -> DeployBackend:
-    kind = spec.spec.backend.kind
-    if kind == "local":
-        from backends.deploy.local import LocalBackend
-
-        problem = get_engine(spec.spec.engine.name, spec.spec.engine.variant).local_problem()
-        if problem is not None:
-            raise problem
-        return LocalBackend(state_dir)
-    if kind == "docker":
-        try:
-            import docker  # noqa: F401
-        except ImportError:
-            raise MissingExtraError("docker", "docker") from None
-    if kind == "kubernetes":
-        try:
-            import kubernetes  # noqa: F401
-        except ImportError:
-            raise MissingExtraError("kubernetes", "kubernetes") from None
-    raise UserError(
-        f"the {kind} backend is not available in this version of autotuner",
-        hint="use backend: {kind: local} for now (see docs/backends.md)",
-    )
+    """The deploy backend of ``spec`` (:mod:`backends.deploy.registry`), with the operator's
+    settings from the daemon's environment: ``AUTOTUNER_VOLUME_ROOTS`` (host folders spec volumes
+    and local model paths may come from, ``:``-separated) and ``AUTOTUNER_DOCKER_MOUNTS`` (mounts
+    added to every container, ``HOST:CONTAINER[:ro|:rw]`` separated by ``,``)."""
+    roots = tuple(Path(p) for p in os.environ.get("AUTOTUNER_VOLUME_ROOTS", "").split(":") if p)
+    try:
+        mounts = tuple(
+            parse_volume(m.strip())
+            for m in os.environ.get("AUTOTUNER_DOCKER_MOUNTS", "").split(",")
+            if m.strip()
+        )
+    except ValueError as exc:
+        raise UserError(f"AUTOTUNER_DOCKER_MOUNTS: {exc}") from None
+    request = BackendRequest(spec=spec, state_dir=state_dir, allowed_volume_roots=roots, mounts=mounts)
+    return get_backend(spec.spec.backend.kind, request)
 
 
 @dataclass

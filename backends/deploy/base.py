@@ -28,6 +28,7 @@ download: the hint says to raise the start-up timeout).
 
 from __future__ import annotations
 
+import http.client
 import re
 import signal
 import threading
@@ -53,6 +54,7 @@ __all__ = [
     "check_name",
     "classify_failure",
     "looks_like_address_in_use",
+    "probe_health",
     "redact",
     "resolve_env_from",
     "secret_values",
@@ -236,6 +238,23 @@ def check_name(name: str) -> str:
     return name
 
 
+def probe_health(host: str, port: int, paths: Sequence[str], timeout_s: float) -> str | None:
+    """One round of readiness checks over HTTP: ``None`` when every path answers 2xx, else why not."""
+    for path in paths:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            if not 200 <= resp.status < 300:
+                return f"{path} answered HTTP {resp.status}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{path}: {type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+    return None
+
+
 def check_files(name: str, files: Mapping[str, str]) -> None:
     """A plan's file paths must stay inside the working directory (a bad one is the caller's bug)."""
     for rel in files:
@@ -347,6 +366,10 @@ class DeployBackend(Protocol):
     """
 
     kind: str
+    #: the address the engine must listen on (the ``host`` given to the engine mapping): the
+    #: loopback address for a local process, every address (``0.0.0.0``) inside a container's or
+    #: pod's own network namespace, where only the published port or the service reaches it
+    bind_host: str
 
     def deploy(
         self,

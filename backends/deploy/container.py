@@ -66,6 +66,17 @@ class Mount:
 def parse_volume(text: str) -> Mount:
     """``HOST:CONTAINER[:ro|:rw]`` (the spec's ``backend.volumes``, already format-checked)."""
     parts = text.split(":")
+    if (
+        len(parts) not in (2, 3)
+        or not all(p.startswith("/") for p in parts[:2])
+        or parts[2:]
+        not in (
+            [],
+            ["ro"],
+            ["rw"],
+        )
+    ):
+        raise ValueError(f"{text!r} is not HOST:CONTAINER[:ro|:rw] with absolute paths")
     read_only = len(parts) == 3 and parts[2] == "ro"
     return Mount(source=parts[0], target=parts[1], read_only=read_only)
 
@@ -209,6 +220,8 @@ def container_config(
     all_mounts += [*mounts, *(parse_volume(v) for v in settings.volumes)]
     if files_dir is not None:
         all_mounts.append(Mount(files_dir, CONTAINER_WORKDIR, read_only=True))
+    # one mount per target (the engines refuse duplicates): an explicit one replaces the default
+    all_mounts = list({m.target: m for m in all_mounts}.values())
     ids = tuple(str(i) for i in gpu_ids)
     # the same ids for runtimes that read the variable; "void" hides every GPU from a CPU engine
     env.append(("NVIDIA_VISIBLE_DEVICES", ",".join(ids) if ids else "void"))

@@ -22,7 +22,6 @@ an exception or a clean exit for ``atexit`` to run; Python's default SIGTERM act
 from __future__ import annotations
 
 import atexit
-import http.client
 import logging
 import os
 import shlex
@@ -44,6 +43,7 @@ from backends.deploy.base import (
     check_name,
     classify_failure,
     looks_like_address_in_use,
+    probe_health,
     redact,
     resolve_env_from,
     secret_values,
@@ -115,6 +115,10 @@ class LocalBackend:
         self.host = host
         self._names: dict[str, LocalDeployment] = {}
         self._lock = threading.Lock()
+
+    @property
+    def bind_host(self) -> str:
+        return self.host
 
     def deploy(
         self,
@@ -372,22 +376,9 @@ class LocalDeployment:
 
     def _probe(self, timeout_s: float) -> bool:
         """One round of health checks: every path must answer 2xx."""
-        for path in self.plan.health_paths:
-            conn = http.client.HTTPConnection(self._backend.host, self._port, timeout=timeout_s)
-            try:
-                conn.request("GET", path)
-                resp = conn.getresponse()
-                resp.read()
-                if not 200 <= resp.status < 300:
-                    self._last_probe = f"{path} answered HTTP {resp.status}"
-                    return False
-            except (OSError, http.client.HTTPException) as exc:
-                self._last_probe = f"{path}: {type(exc).__name__}: {exc}"
-                return False
-            finally:
-                conn.close()
-        self._last_probe = "ready"
-        return True
+        problem = probe_health(self._backend.host, self._port, self.plan.health_paths, timeout_s)
+        self._last_probe = problem or "ready"
+        return problem is None
 
     def _attempt_log(self) -> str:
         """The log of the current attempt only (a retry must not see the previous attempt's error)."""
