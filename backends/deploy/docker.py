@@ -146,7 +146,9 @@ class DockerBackend:
     from (the operator's policy; none by default); ``mounts`` are the operator's own mounts,
     added to every container as given (trusted: they come from the daemon's settings, not from a
     spec); ``hf_cache`` the host's Hugging Face cache folder (default ``$HF_HOME`` or
-    ``~/.cache/huggingface`` of the daemon, mounted when it exists). ``client`` is a
+    ``~/.cache/huggingface`` of the daemon, mounted when it exists); ``pull_timeout_s`` bounds
+    getting the image and starting the container, which the readiness timeout does not count.
+    ``client`` is a
     ``docker.DockerClient``; by default one is made from ``DOCKER_HOST`` (``base_url`` to give
     another socket). ``environ`` is where ``fromEnv`` references are read (default: this
     process's environment; nothing else of it reaches a container).
@@ -168,10 +170,12 @@ class DockerBackend:
         poll_interval_s: float = 0.25,
         probe_timeout_s: float = 2.0,
         tail_lines: int = DEFAULT_TAIL_LINES,
+        pull_timeout_s: float = 3600.0,
         environ: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self._docker = _sdk()
+        self.pull_timeout_s = pull_timeout_s
         self.state_dir = Path(state_dir)
         self.settings = settings or DockerSettings(kind="docker")
         self.allowed_volume_roots = tuple(Path(r) for r in allowed_volume_roots)
@@ -313,6 +317,15 @@ class DockerBackend:
         for t in threads:
             t.join()
 
+    def close(self) -> None:
+        """Tear down every live deployment, then close the connection to the container engine."""
+        self.teardown_all()
+        with self._lock:
+            client, self._client_obj = self._client_obj, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
     def _forget(self, dep: DockerDeployment) -> None:
         with self._lock:
             if self._names.get(dep.name) is dep:
@@ -372,14 +385,28 @@ class DockerDeployment:
         return c.id if c is not None else None
 
     def wait_ready(self, timeout_s: float, *, cancel: threading.Event | None = None) -> None:
-        deadline = time.monotonic() + timeout_s
+        """See the protocol. The readiness clock starts when the container has started: pulling
+        an image says nothing about the configuration (it is bounded by ``pull_timeout_s``)."""
+        begun = time.monotonic()
+        deadline = begun + timeout_s
         waiter = cancel if cancel is not None else self._torn_down
         while True:
             if self._torn_down.is_set() or (cancel is not None and cancel.is_set()):
                 raise DeployCancelled(f"waiting for engine {self.name} was cancelled")
             if self._error is not None:
                 raise self._with_tail(self._error)
-            if self._started.is_set():
+            if not self._started.is_set():
+                if time.monotonic() - begun >= self._backend.pull_timeout_s:
+                    raise self._with_tail(
+                        EngineFailure(
+                            "image_unavailable",
+                            f"engine {self.name}: image {self.config.image} was not pulled and started "
+                            f"within {self._backend.pull_timeout_s:g} s",
+                        )
+                    )
+                deadline = time.monotonic() + timeout_s
+                self._last_probe = "the container is not started yet (pulling or creating it)"
+            else:
                 ended = self.exit_info()
                 if ended is not None:
                     if self._torn_down.is_set():
@@ -393,9 +420,8 @@ class DockerDeployment:
                 )
                 self._last_probe = problem or "ready"
                 if problem is None and self.alive():
+                    self._sync_log()
                     return
-            else:
-                self._last_probe = "the container is not started yet (pulling or creating it)"
             if time.monotonic() >= deadline:
                 raise self._failure_now(
                     "readiness_timeout",
@@ -584,13 +610,40 @@ class DockerDeployment:
 
     def _stream_logs(self, container: Any) -> None:
         """The container's output, appended to the log file as it comes (it outlives the container)."""
+        stream = None
         try:
+            stream = container.logs(stream=True, follow=True, stdout=True, stderr=True)
             with open(self.log_path, "ab") as f:
-                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                for chunk in stream:
                     f.write(chunk)
                     f.flush()
         except Exception as exc:  # the container went away mid-stream: the file has what came
             log.debug("log stream of %s ended: %s", self.name, exc)
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    def _sync_log(self, timeout_s: float = 2.0) -> None:
+        """Wait (briefly) until what the engine has written so far is in the log file.
+
+        The stream lags the engine by a little, and a caller reads the tail right after
+        ``wait_ready`` or a failure: the last line the API has must have reached the file.
+        """
+        container = self._container
+        if container is None:
+            return
+        try:
+            last = container.logs(stdout=True, stderr=True, tail=1).strip()
+        except Exception:  # gone, or the engine is unreachable: the file has what it has
+            return
+        if not last:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if last in procs.read_tail(self.log_path, 20).encode(errors="replace"):
+                return
+            time.sleep(0.02)
 
     def _state(self) -> dict[str, Any] | None:
         docker = self._backend._docker
@@ -653,6 +706,8 @@ class DockerDeployment:
 
     def _failure_now(self, kind: FailureKind, message: str) -> EngineFailure:
         ended = self.exit_info()
+        if ended is None:
+            self._sync_log()
         tail = self.log_tail(self._backend.tail_lines)
         return EngineFailure(
             classify_failure(tail, kind) if kind != "oom" else kind,
