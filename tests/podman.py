@@ -76,7 +76,8 @@ class Podman:
     def containers(self, **labels: str) -> list[Any]:
         """Containers of the autotuner (with these labels too), running or not."""
         wanted = ["autotuner.managed-by=autotuner", *(f"{k}={v}" for k, v in labels.items())]
-        found: list[Any] = self.client().containers.list(all=True, filters={"label": wanted})
+        with contextlib.closing(self.client()) as client:
+            found: list[Any] = client.containers.list(all=True, filters={"label": wanted})
         return found
 
 

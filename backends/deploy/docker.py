@@ -208,6 +208,10 @@ class DockerBackend:
         """The ``docker.DockerClient``; raises the SDK's ``DockerException`` when unreachable."""
         with self._lock:
             if self._client_obj is None:
+                url = self._base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+                if url.startswith("unix://") and not os.path.exists(url.removeprefix("unix://")):
+                    # said here, not by the SDK: its failed connect leaks the socket it opened
+                    raise self._docker.errors.DockerException(f"no container engine socket at {url}")
                 if self._base_url is not None:
                     self._client_obj = self._docker.DockerClient(base_url=self._base_url)
                 else:
@@ -518,8 +522,7 @@ class DockerDeployment:
         except docker.errors.DockerException as exc:
             self._error = EngineFailure(
                 "environment",
-                f"engine {self.name}: the container engine is not reachable "
-                f"(DOCKER_HOST={os.environ.get('DOCKER_HOST', 'unset')}): {exc}",
+                f"engine {self.name}: the container engine is not reachable: {exc}",
                 hint="start the Docker (or Podman) service, or point DOCKER_HOST at its socket; the "
                 "experiment is retried, not cached",
             )
