@@ -366,10 +366,13 @@ class DeployBackend(Protocol):
     """
 
     kind: str
-    #: the address the engine must listen on (the ``host`` given to the engine mapping): the
-    #: loopback address for a local process, every address (``0.0.0.0``) inside a container's or
-    #: pod's own network namespace, where only the published port or the service reaches it
-    bind_host: str
+
+    @property
+    def bind_host(self) -> str:
+        """The address the engine must listen on (the ``host`` given to the engine mapping): the
+        loopback address for a local process, every address (``0.0.0.0``) inside a container's
+        or pod's own network namespace, where only the published port or the service reaches it."""
+        ...
 
     def deploy(
         self,
