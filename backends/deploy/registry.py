@@ -66,8 +66,9 @@ def get_backend(kind: str, request: BackendRequest) -> DeployBackend:
     entry = _REGISTRY.get(kind)
     if entry is None:
         raise UserError(
-            f"there is no {kind!r} deploy backend{did_you_mean(kind, list(_REGISTRY))}",
-            hint=f"spec.backend.kind is one of {', '.join(backend_kinds())} (see docs/backends.md)",
+            f"there is no {kind!r} deploy backend in this version of autotuner"
+            f"{did_you_mean(kind, list(_REGISTRY))}",
+            hint=f"use one of {', '.join(backend_kinds())} in spec.backend.kind (see docs/backends.md)",
         )
     if entry.module is not None and importlib.util.find_spec(entry.module) is None:
         raise MissingExtraError(entry.module, entry.extra or entry.module)

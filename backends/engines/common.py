@@ -308,6 +308,14 @@ class TableEngine(abc.ABC):
         spec = loaded.spec
         body = spec.spec
         problems: list[SpecProblem] = []
+        if body.backend.kind == "docker" and self.image(spec) is None:
+            problems.append(
+                loaded.problem(
+                    ("spec", "engine", "name"),
+                    f"the docker backend runs an image, and {self.title} has no official one: "
+                    "set engine.image",
+                )
+            )
         for where, message in self.model_problems(spec):
             problems.append(loaded.problem(("spec", *where.split(".")), message))
         canonical: dict[str, list[Path_]] = {}

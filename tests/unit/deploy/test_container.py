@@ -160,7 +160,7 @@ def test_docker_run_artifact_is_the_builders_line() -> None:
 def test_the_registry_names_every_kind_and_refuses_unknown_ones(tmp_path: Path) -> None:
     assert {"local", "docker"} <= set(backend_kinds())
     spec = spec_of("sim", backend={"kind": "docker"})
-    with pytest.raises(UserError, match="no 'dockr' deploy backend; did you mean 'docker'"):
+    with pytest.raises(UserError, match=r"no 'dockr' deploy backend in this version.*did you mean 'docker'"):
         get_backend("dockr", BackendRequest(spec=spec, state_dir=tmp_path))
     backend = get_backend("docker", BackendRequest(spec=spec, state_dir=tmp_path))
     assert backend.kind == "docker" and backend.bind_host == "0.0.0.0"
@@ -171,3 +171,22 @@ def test_the_registry_names_every_kind_and_refuses_unknown_ones(tmp_path: Path) 
         "docker", BackendRequest(spec=bad, state_dir=tmp_path, allowed_volume_roots=(Path("/etc"),))
     )
     assert allowed.kind == "docker"
+
+
+def test_an_engine_without_an_official_image_needs_one_for_docker(tmp_path: Path) -> None:
+    from reconciler.checking import load_checked
+    from specs.errors import SpecError
+
+    text = (
+        "apiVersion: autotuner/v1\nkind: TuningSpec\nmetadata: {name: s}\nspec:\n"
+        "  model: {id: llama-3-8b}\n  engine: {name: sim}\n  backend: {kind: docker}\n"
+        "  workload:\n    dataset: {kind: synthetic, input: {mean: 10}, output: {mean: 5}}\n"
+        "    load: {concurrency: [1]}\n"
+    )
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_checked(tmp_path / "s.yaml")
+    [problem] = info.value.problems
+    assert problem.line == 6 and "set engine.image" in problem.message
+    (tmp_path / "s.yaml").write_text(text.replace("{name: sim}", "{name: sim, image: localhost/sim:1}"))
+    assert load_checked(tmp_path / "s.yaml").spec.spec.engine.image == "localhost/sim:1"
