@@ -291,7 +291,7 @@ class DockerBackend:
         """
         try:
             found = self.client().containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=autotuner"})
-        except self._docker.errors.DockerException as exc:
+        except Exception as exc:  # the SDK's errors, and requests' for a socket nobody answers
             log.warning("cannot look for orphaned containers: %s", exc)
             return []
         removed = []
@@ -442,9 +442,10 @@ class DockerDeployment:
         if self._exit is not None:
             return self._exit
         container = self._container
+        if not self._started.is_set() and (self._error is not None or self._torn_down.is_set()):
+            return ExitInfo()  # never started: it could not be, or was torn down first
         if container is None:
-            # never created: it failed to start (or was torn down first); else it is on its way
-            return ExitInfo() if self._error is not None or self._torn_down.is_set() else None
+            return None  # on its way (pulling, creating)
         state = self._state()
         if state is None:  # gone from the engine: someone removed it
             self._exit = ExitInfo()
@@ -493,6 +494,8 @@ class DockerDeployment:
         threading.Thread(target=self._start, name=f"docker-start-{self.name}", daemon=True).start()
 
     def _start(self) -> None:
+        import requests  # the docker SDK's transport: its connection errors are not DockerException
+
         docker = self._backend._docker
         image = self.config.image
         try:
@@ -519,7 +522,7 @@ class DockerDeployment:
             self._error = EngineFailure(
                 "startup_crash", f"engine {self.name}: the container could not start: {_explain(exc)}"
             )
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             self._error = EngineFailure(
                 "environment",
                 f"engine {self.name}: the container engine is not reachable: {exc}",
@@ -654,9 +657,9 @@ class DockerDeployment:
             self._container.reload()
         except docker.errors.NotFound:
             return None
-        except docker.errors.DockerException as exc:
+        except Exception as exc:  # the engine unreachable for a moment: unknown, so not dead yet
             log.debug("cannot inspect container of %s: %s", self.name, exc)
-            return {"Status": "running", "Running": True}  # unknown: not dead yet
+            return {"Status": "running", "Running": True}
         state: dict[str, Any] = self._container.attrs.get("State", {})
         return state
 
