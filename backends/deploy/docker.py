@@ -672,9 +672,7 @@ class DockerDeployment:
         except docker.errors.DockerException as exc:
             log.warning("stopping container of %s failed, removing it by force: %s", self.name, exc)
         self.exit_info()  # remember how it ended before it is gone
-        thread = self._log_thread
-        if thread is not None:
-            thread.join(timeout=5.0)
+        self._drain_log()
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
         if self._exit is None:
@@ -691,10 +689,13 @@ class DockerDeployment:
             f"(spec.backend.memory: {self.config.memory}; {ended.describe()}, exit code {EXIT_SIGKILL})"
         )
 
-    def _exited_failure(self, ended: ExitInfo) -> EngineFailure:
+    def _drain_log(self) -> None:
+        """After an exit: the stream ends with the container; let its last lines land."""
         thread = self._log_thread
-        if thread is not None:  # the stream ends with the container: let the last lines land
+        if thread is not None:
             thread.join(timeout=5.0)
+
+    def _exited_failure(self, ended: ExitInfo) -> EngineFailure:
         if self._killed_at_memory_limit(ended):
             return self._failure_now("oom", self._memory_message(ended))
         return self._failure_now(
@@ -714,6 +715,8 @@ class DockerDeployment:
         ended = self.exit_info()
         if ended is None:
             self._sync_log()
+        else:
+            self._drain_log()
         tail = self.log_tail(self._backend.tail_lines)
         return EngineFailure(
             classify_failure(tail, kind) if kind != "oom" else kind,

@@ -23,8 +23,6 @@ pytestmark = pytest.mark.slow
 class TestDockerBackendContract(BackendContract):
     gpu_env = "NVIDIA_VISIBLE_DEVICES"
     no_gpu_value = "void"
-    #: a container's start and stop add an API round trip or two
-    slack_s = 8.0
 
     @pytest.fixture
     def backend(self, tmp_path: Path, podman: Podman) -> Iterator[DockerBackend]:
