@@ -543,10 +543,10 @@ class DockerDeployment:
         except docker.errors.ImageNotFound:
             pass
         self._log_line(f"image {image} is not here; pulling it")
-        repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
         last = 0.0
         try:
-            for event in client.api.pull(repo, tag=tag, stream=True, decode=True):
+            # the SDK splits the reference (a tag, a digest, a registry with a port) itself
+            for event in client.api.pull(image, stream=True, decode=True):
                 if self._torn_down.is_set():
                     return
                 if "error" in event:

@@ -190,3 +190,24 @@ def test_an_engine_without_an_official_image_needs_one_for_docker(tmp_path: Path
     assert problem.line == 6 and "set engine.image" in problem.message
     (tmp_path / "s.yaml").write_text(text.replace("{name: sim}", "{name: sim, image: localhost/sim:1}"))
     assert load_checked(tmp_path / "s.yaml").spec.spec.engine.image == "localhost/sim:1"
+
+
+def test_a_backend_registers_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends.deploy import registry
+    from specs.errors import MissingExtraError
+
+    made: list[BackendRequest] = []
+
+    def factory(request: BackendRequest) -> Any:
+        made.append(request)
+        return get_backend("local", request)
+
+    monkeypatch.setitem(registry._REGISTRY, "elsewhere", registry.BackendType("elsewhere", factory))
+    spec = spec_of("sim", backend={"kind": "local"})
+    backend = get_backend("elsewhere", BackendRequest(spec=spec, state_dir=tmp_path))
+    assert backend.kind == "local" and made[0].spec is spec
+    missing = registry.BackendType("needs-extra", factory, extra="cluster", module="autotuner_no_such_module")
+    monkeypatch.setitem(registry._REGISTRY, "needs-extra", missing)
+    with pytest.raises(MissingExtraError, match="autotuner_no_such_module") as info:
+        get_backend("needs-extra", BackendRequest(spec=spec, state_dir=tmp_path))
+    assert info.value.hint == "pip install 'autotuner[cluster]'"
