@@ -213,6 +213,7 @@ class ExperimentRunner:
             engine_flags=flags,
             gpu=gpu,
             simulated=simulated,
+            image=plan.image if self.backend.kind != "local" else None,
             started_at=started,
             timings=timings,
         )
