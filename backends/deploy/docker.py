@@ -148,10 +148,9 @@ class DockerBackend:
     spec); ``hf_cache`` the host's Hugging Face cache folder (default ``$HF_HOME`` or
     ``~/.cache/huggingface`` of the daemon, mounted when it exists); ``pull_timeout_s`` bounds
     getting the image and starting the container, which the readiness timeout does not count.
-    ``client`` is a
-    ``docker.DockerClient``; by default one is made from ``DOCKER_HOST`` (``base_url`` to give
-    another socket). ``environ`` is where ``fromEnv`` references are read (default: this
-    process's environment; nothing else of it reaches a container).
+    ``client`` is a ``docker.DockerClient``; by default one is made from ``DOCKER_HOST``
+    (``base_url`` to give another socket). ``environ`` is where ``fromEnv`` references are read
+    (default: this process's environment; nothing else of it reaches a container).
     """
 
     kind = "docker"
