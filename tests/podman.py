@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from backends.deploy import procs
 from backends.deploy.container import Mount
 from tests.contract.backend_contract import STANDIN
 
@@ -90,13 +90,14 @@ def _build(tag: str, containerfile: str, folder: Path) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=120)
 
 
-def _wait_for_socket(base_url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+def _wait_for_socket(base_url: str, service: procs.SpawnedProcess, timeout_s: float = 30.0) -> None:
     import docker
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"podman system service exited with {proc.returncode}")
+        ended = service.exit_info()
+        if ended is not None:
+            raise RuntimeError(f"podman system service {ended.describe()}")
         if not Path(base_url.removeprefix("unix://")).exists():
             # a failed connect in the SDK's constructor leaks its socket: wait for the file first
             time.sleep(0.05)
@@ -118,19 +119,21 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     folder = tmp_path_factory.mktemp("podman")
     sock = folder / "podman.sock"
     base_url = f"unix://{sock}"
-    log = open(folder / "service.log", "wb")  # noqa: SIM115 - closed when the service stops
-    proc = subprocess.Popen(
+    # the project's one spawner: its parent-death signal stops the service even if pytest is
+    # killed, so no session leaves a service running
+    service = procs.spawn(
         [PODMAN, "system", "service", "--time=0", base_url],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        env=os.environ,
+        log_path=folder / "service.log",
+        name="podman-service",
+        pid_dir=None,
     )
     tag = f"{os.getpid()}-{int(time.time())}"
     python_image = f"localhost/autotuner-test-python:{tag}"
     standin_image = f"localhost/autotuner-test-standin:{tag}"
     path = f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin"
     try:
-        _wait_for_socket(base_url, proc)
+        _wait_for_socket(base_url, service)
         base = f"FROM scratch\nCOPY marker /autotuner-test\nENV PATH={path}\n"
         _build(python_image, base, folder / "python")
         _build(
@@ -153,20 +156,12 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
             subprocess.run(
                 [PODMAN, "rmi", "-f", python_image, standin_image], capture_output=True, timeout=60
             )
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        service.stop(grace_s=10.0)
 
 
 def _remove_leftovers(base_url: str) -> None:
     """Containers of this session's processes (this one and the ``autotuner`` runs it started)."""
     import docker
-
-    from backends.deploy import procs
 
     me = os.getpid()
     client = docker.DockerClient(base_url=base_url)
