@@ -4,22 +4,26 @@ Usage, in a test module of a backend::
 
     from tests.contract.backend_contract import BackendContract
 
-    class TestDockerContract(BackendContract):
+    class TestDockerBackendContract(BackendContract):
+        gpu_env, no_gpu_value = "NVIDIA_VISIBLE_DEVICES", "void"
+
         @pytest.fixture
-        def backend(self, tmp_path):
-            return DockerBackend(client=FakeDockerClient(...), ...)
+        def backend(self, tmp_path, podman):
+            return DockerBackend(tmp_path / "state", base_url=podman.base_url, mounts=podman.mounts)
 
         # optional: how a behaviour becomes a LaunchPlan for this backend
         @pytest.fixture
-        def standin(self, standin_script): ...
+        def standin(self, podman):
+            return lambda mode, **kw: standin_plan(mode, host="0.0.0.0", image=podman.standin_image, **kw)
 
 The stand-in engine (``standin_engine.py``) is a real process with scripted behaviour: ready
 after a delay, exits at once, never ready, out of memory, ignores SIGTERM, crashes after being
-ready. The default ``standin`` fixture runs it with this Python; a container backend's fake
-can run the same argv (``plan.argv``) or map ``plan.container_args`` onto its image.
+ready. The default ``standin`` fixture runs it with this Python; a container backend runs
+``plan.container_args`` in an image whose entrypoint is the stand-in (``tests/podman.py``).
 
-Class attributes let a backend state what does not apply to it: ``pins_gpu_ids`` is false for
-Kubernetes, where the device plugin, not the lease, picks the GPUs.
+Class attributes let a backend state what differs for it: ``pins_gpu_ids`` is false for
+Kubernetes, where the device plugin, not the lease, picks the GPUs; ``gpu_env`` and
+``no_gpu_value`` name the variable through which the engine learns its GPUs.
 """
 
 from __future__ import annotations
