@@ -17,32 +17,58 @@ from typing import Any
 
 import yaml
 
+from backends.deploy.container import container_config, shell_join
 from backends.engines import get_engine
 from backends.engines.base import LaunchPlan
+from specs.model import DockerBackend as DockerSettings
 from specs.model import EnvFrom, TuningSpec
 from specs.records import ExperimentRecord
 
 PORT = 8000
-
-#: default images when the spec gives none (docker hub / NGC names of the official images)
-DEFAULT_IMAGES = {
-    "vllm": "vllm/vllm-openai:{tag}",
-    "sglang": "lmsysorg/sglang:{tag}",
-    "trtllm": "nvcr.io/nvidia/tensorrt-llm/release:{tag}",
-}
+#: in docker-run.sh, the host's Hugging Face cache comes from the caller (``HF_CACHE``)
+_HF_CACHE = "__AUTOTUNER_HF_CACHE__"
 
 
 def image_for(spec: TuningSpec, plan: LaunchPlan) -> str | None:
-    engine = spec.spec.engine
-    if engine.image:
-        return engine.image
-    if plan.image:
-        return plan.image
-    template = DEFAULT_IMAGES.get(engine.name)
-    if template is None:
-        return None
-    tag = f"v{engine.version}" if engine.version and engine.name != "trtllm" else (engine.version or "latest")
-    return template.format(tag=tag)
+    """The image the docker and kubernetes backends run: ``engine.image``, else the engine's
+    official image of ``engine.version`` (the engine mapping decides, see ``TableEngine.image``)."""
+    return spec.spec.engine.image or plan.image
+
+
+def docker_settings(spec: TuningSpec) -> DockerSettings:
+    """The spec's docker settings; the defaults when the spec runs on another backend."""
+    backend = spec.spec.backend
+    return backend if isinstance(backend, DockerSettings) else DockerSettings(kind="docker")
+
+
+def docker_command(spec: TuningSpec, plan: LaunchPlan, gpus: int, image: str) -> str:
+    """``docker run`` of the engine as a shell line, built by the docker backend's own builder
+    (:func:`backends.deploy.container.container_config`): the same image, arguments, GPUs, IPC,
+    shared memory, memory limit, mounts and environment as the measured experiment; GPUs numbered
+    from 0, the port published on every address, secrets passed on by name (``-e HF_TOKEN``), the
+    Hugging Face cache from ``$HF_CACHE``. ``autotuner plan`` shows the same line."""
+    settings = docker_settings(spec)
+    model = spec.spec.model.id
+    config = container_config(
+        plan,
+        image=image,
+        settings=settings,
+        gpu_ids=[] if plan.simulated else list(range(gpus)),
+        publish_ip=None,
+        hf_cache=_HF_CACHE,
+        model_paths=[model] if model.startswith("/") else [],
+    )
+    return shell_join(config.argv(), {_HF_CACHE: '"$HF_CACHE"'})
+
+
+def docker_run(spec: TuningSpec, plan: LaunchPlan, gpus: int, image: str) -> str:
+    """``best/docker-run.sh``: :func:`docker_command` with ``HF_CACHE`` defaulted."""
+    return (
+        "#!/bin/sh\n"
+        f"# Best configuration of {spec.name}, as the docker backend ran it. The Hugging Face cache\n"
+        "# is $HF_CACHE (default ~/.cache/huggingface); secrets come from your environment.\n"
+        'HF_CACHE="${HF_CACHE:-$HOME/.cache/huggingface}"\n' + docker_command(spec, plan, gpus, image) + "\n"
+    )
 
 
 def _secret_name(var: str) -> str:
@@ -79,13 +105,7 @@ def render(
     )
 
     if image:
-        docker = ["docker", "run", "--rm", "-p", f"{PORT}:{PORT}", "--ipc=host"]
-        if gpus:
-            docker += ["--gpus", f'"device={",".join(str(i) for i in range(gpus))}"']
-        for k, v in env:
-            docker += ["-e", k if v is None else f"{k}={v}"]
-        docker += [image, *plan.container_args]
-        files["docker-run.sh"] = "#!/bin/sh\n" + shlex.join(docker) + "\n"
+        files["docker-run.sh"] = docker_run(spec, plan, gpus, image)
         files["deployment.yaml"] = _deployment(spec, image, plan, gpus)
     else:
         files["docker-run.sh"] = (

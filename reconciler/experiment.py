@@ -301,7 +301,11 @@ class ExperimentRunner:
                 driver=infos[0].driver if infos else None,
                 memory_mib=infos[0].memory_total_mib if infos else None,
             )
-        plan = self.engine.launch(self.launch_spec, config, host=self.host, port=free_port(self.host))
+        # the backend says where the engine listens: loopback for a process, every address of a
+        # container's own network namespace (the backend publishes the port on loopback)
+        plan = self.engine.launch(
+            self.launch_spec, config, host=self.backend.bind_host, port=free_port(self.host)
+        )
         plan = dataclasses.replace(plan, gpus=len(lease.ids))
         name = self._name(config)
         m = Measurement(
@@ -310,6 +314,7 @@ class ExperimentRunner:
             engine_flags=flags,
             gpu=gpu,
             simulated=simulated,
+            image=plan.image if self.backend.kind != "local" else None,
             started_at=started,
             timings=timings,
         )
@@ -321,7 +326,11 @@ class ExperimentRunner:
                 name=name,
                 gpu_ids=list(lease.ids),
                 log_path=self.logs_dir / f"{name}.log",
-                labels={"autotuner.spec": self.spec.name, "autotuner.generation": self.spec.generation()},
+                labels={
+                    "autotuner.spec": self.spec.name,
+                    "autotuner.generation": self.spec.generation(),
+                    "autotuner.experiment": name,
+                },
             )
             timings["deploy_s"] = round(time.monotonic() - t, 3)
             t = time.monotonic()

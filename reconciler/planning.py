@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from backends.engines import get_engine
+from reconciler.artifacts import docker_command, image_for
 from specs.loader import LoadedSpec
+from specs.model import DockerBackend as DockerSettings
 from specs.model import FileDataset, SyntheticDataset, TuningSpec
 from specs.space import axes, feasible_count, grid, raw_size
 
@@ -32,6 +34,8 @@ class PlannedCommand:
     config: dict[str, Any]
     argv: list[str]
     gpus: int
+    #: the ``docker run`` line of this configuration, for the docker backend
+    docker: str | None = None
 
     @property
     def shell(self) -> str:
@@ -119,6 +123,9 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
     else:
         experiments = budget
     commands = []
+    # in a container on a bridge network the engine listens on every address of its namespace
+    bridged = isinstance(body.backend, DockerSettings) and body.backend.network == "bridge"
+    bind = "0.0.0.0" if bridged else host
     gpu_counts: set[int] = set()
     shown = 0
     for config in grid(spec, limit=500):
@@ -128,8 +135,14 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
         gpu_counts.add(gpus)
         if shown < count:
             shown += 1
-            launch = engine.launch(spec, config, host=host, port=port)
-            commands.append(PlannedCommand(config=dict(config), argv=list(launch.argv), gpus=gpus))
+            launch = engine.launch(spec, config, host=bind, port=port)
+            docker = None
+            if body.backend.kind == "docker":
+                image = image_for(spec, launch)
+                docker = docker_command(spec, launch, gpus, image) if image else None
+            commands.append(
+                PlannedCommand(config=dict(config), argv=list(launch.argv), gpus=gpus, docker=docker)
+            )
     per_exp, notes = estimate_experiment_seconds(spec)
     waves = math.ceil(experiments / body.search.parallelism)
     return Plan(

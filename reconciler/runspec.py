@@ -6,6 +6,7 @@ every path writes results the same way.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from backends.deploy.base import DeployBackend
+from backends.deploy.container import parse_volume
 from backends.deploy.leases import GpuLeaser
-from backends.engines import get_engine
+from backends.deploy.registry import BackendRequest, get_backend
 from backends.workloads import build_workload
 from reconciler.artifacts import render
 from reconciler.experiment import ExperimentRunner
@@ -22,7 +24,7 @@ from reconciler.logs import log_event
 from reconciler.results import ResultsStore
 from reconciler.status import Phase, build_status
 from reconciler.study import Progress, Study, StudyOutcome
-from specs.errors import MissingExtraError, UserError
+from specs.errors import UserError
 from specs.loader import LoadedSpec
 from specs.model import TuningSpec
 from specs.policy import Policy
@@ -33,28 +35,27 @@ log = logging.getLogger(__name__)
 
 
 def make_backend(spec: TuningSpec, state_dir: Path, policy: Policy | None = None) -> DeployBackend:
-    kind = spec.spec.backend.kind
-    if kind == "local":
-        from backends.deploy.local import LocalBackend
-
-        problem = get_engine(spec.spec.engine.name, spec.spec.engine.variant).local_problem()
-        if problem is not None:
-            raise problem
-        return LocalBackend(state_dir, policy=policy or Policy())
-    if kind == "docker":
-        try:
-            import docker  # noqa: F401
-        except ImportError:
-            raise MissingExtraError("docker", "docker") from None
-    if kind == "kubernetes":
-        try:
-            import kubernetes  # noqa: F401
-        except ImportError:
-            raise MissingExtraError("kubernetes", "kubernetes") from None
-    raise UserError(
-        f"the {kind} backend is not available in this version of autotuner",
-        hint="use backend: {kind: local} for now (see docs/backends.md)",
+    """The deploy backend of ``spec`` (:mod:`backends.deploy.registry`) under the operator's
+    ``policy`` (docs/security.md: host folders spec volumes and local model paths may come from
+    are its ``volumeRoots``) plus ``AUTOTUNER_DOCKER_MOUNTS``, mounts the operator adds to every
+    container (``HOST:CONTAINER[:ro|:rw]`` separated by ``,``)."""
+    policy = policy or Policy()
+    try:
+        mounts = tuple(
+            parse_volume(m.strip())
+            for m in os.environ.get("AUTOTUNER_DOCKER_MOUNTS", "").split(",")
+            if m.strip()
+        )
+    except ValueError as exc:
+        raise UserError(f"AUTOTUNER_DOCKER_MOUNTS: {exc}") from None
+    request = BackendRequest(
+        spec=spec,
+        state_dir=state_dir,
+        allowed_volume_roots=tuple(Path(p) for p in policy.volume_roots),
+        mounts=mounts,
+        policy=policy,
     )
+    return get_backend(spec.spec.backend.kind, request)
 
 
 @dataclass

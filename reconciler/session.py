@@ -35,7 +35,9 @@ class Session:
     policy: Policy = field(default_factory=Policy)
 
     def backend(self, loaded: LoadedSpec) -> DeployBackend:
-        kind = loaded.spec.spec.backend.kind
+        # one backend per distinct backend block: a container's settings (network, shm, volumes)
+        # belong to the backend, and specs that agree on them share one
+        kind = loaded.spec.spec.backend.model_dump_json()
         with self.lock:
             if kind not in self.backends:
                 backend = make_backend(loaded.spec, self.state_dir, self.policy)

@@ -73,6 +73,8 @@ class Measurement:
     gpu: GpuRecord = field(default_factory=GpuRecord)
     timings: dict[str, float] = field(default_factory=dict)
     simulated: bool = False
+    #: the container image that ran (container backends; the engine's official one by default)
+    image: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     #: the run was interrupted (shutdown), nothing is known: do not record, re-queue
@@ -320,7 +322,7 @@ class Study:
             engine={
                 "name": body.engine.name,
                 "version": body.engine.version,
-                "image": body.engine.image,
+                "image": m.image or body.engine.image,
                 "variant": body.engine.variant,
             },
             backend={"kind": body.backend.kind},

@@ -215,13 +215,65 @@ class LocalBackend(_BackendBase):
     kind: Literal["local"]
 
 
+_SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.I)
+_VOLUME = re.compile(r"^(/[^:]*):(/[^:]*)(:(ro|rw))?$")
+
+
+def _size(value: str | None, what: str) -> str | None:
+    if value is not None and not _SIZE.match(value):
+        raise ValueError(f"{what} {value!r} must be a size like 16g, 512m or 1073741824 (b, k, m, g)")
+    return value
+
+
 class DockerBackend(_BackendBase):
+    """The engine in a container of the engine's image (see docs/backends.md, Docker)."""
+
     kind: Literal["docker"]
-    shm_size: str = Field(default="16g", alias="shmSize")
-    network: Literal["host", "bridge"] = "bridge"
-    volumes: list[str] = Field(
-        default_factory=list, description="host:container[:ro] mounts, e.g. a model cache."
+    shm_size: str = Field(
+        default="16g", alias="shmSize", description="/dev/shm size; not used with ipc: host."
     )
+    ipc: Literal["private", "shareable", "host"] = Field(
+        default="private",
+        description="IPC namespace; host shares the host's /dev/shm (vLLM's own docs suggest it for "
+        "tensor parallel) instead of a private one of shmSize.",
+    )
+    network: Literal["host", "bridge"] = Field(
+        default="bridge",
+        description="bridge: the engine's port published on 127.0.0.1 only; host: the host's network.",
+    )
+    memory: str | None = Field(
+        default=None,
+        description="Memory limit of the container (host RAM, not GPU memory), e.g. 64g; over it the "
+        "engine is killed and the experiment fails as oom.",
+    )
+    volumes: list[str] = Field(
+        default_factory=list,
+        description="Extra host:container[:ro|:rw] bind mounts; each host path must lie under a root "
+        "the operator policy allows (volumeRoots), else the study stalls.",
+    )
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, v: str) -> str:
+        _size(v, "shmSize")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        return _size(v, "memory")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[str]) -> list[str]:
+        for item in v:
+            m = _VOLUME.match(item)
+            if not m or ".." in item.split("/"):
+                raise ValueError(
+                    f"volume {item!r} must be HOST:CONTAINER or HOST:CONTAINER:ro with absolute paths "
+                    "and no '..'"
+                )
+        return v
 
 
 class KubernetesBackend(_BackendBase):

@@ -28,17 +28,18 @@ download: the hint says to raise the start-up timeout).
 
 from __future__ import annotations
 
+import http.client
 import re
 import signal
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
 from backends.engines.base import LaunchPlan
 from core.redact import redact, secret_values
-from specs.errors import DeployCancelled, EngineFailure
+from specs.errors import DeployCancelled, EngineFailure, UserError
 from specs.records import EngineFailureKind
 
 __all__ = [
@@ -50,10 +51,13 @@ __all__ = [
     "EngineFailure",
     "ExitInfo",
     "FailureKind",
+    "check_files",
     "check_name",
     "classify_failure",
     "looks_like_address_in_use",
+    "probe_health",
     "redact",
+    "resolve_env_from",
     "secret_values",
 ]
 
@@ -139,6 +143,46 @@ def check_name(name: str) -> str:
             "starting and ending with a letter or digit, at most 63 characters"
         )
     return name
+
+
+def probe_health(host: str, port: int, paths: Sequence[str], timeout_s: float) -> str | None:
+    """One round of readiness checks over HTTP: ``None`` when every path answers 2xx, else why not."""
+    for path in paths:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            if not 200 <= resp.status < 300:
+                return f"{path} answered HTTP {resp.status}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{path}: {type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+    return None
+
+
+def check_files(name: str, files: Mapping[str, str]) -> None:
+    """A plan's file paths must stay inside the working directory (a bad one is the caller's bug)."""
+    for rel in files:
+        path = PurePosixPath(rel)
+        if not rel or path.is_absolute() or ".." in path.parts:
+            raise ValueError(
+                f"deployment {name}: file {rel!r} must be a relative path inside the working directory"
+            )
+
+
+def resolve_env_from(refs: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """Engine variable → value of the daemon variable it references; every missing one reported."""
+    missing = sorted({source for source in refs.values() if source not in environ})
+    if missing:
+        raise UserError(
+            f"the spec's engine.env references {', '.join(missing)}, "
+            "which the daemon's environment does not set",
+            hint="set it in the daemon's environment (systemd EnvironmentFile=, "
+            "or export it before 'autotuner run')",
+        )
+    return {target: environ[source] for target, source in refs.items()}
 
 
 @runtime_checkable
@@ -229,6 +273,13 @@ class DeployBackend(Protocol):
     """
 
     kind: str
+
+    @property
+    def bind_host(self) -> str:
+        """The address the engine must listen on (the ``host`` given to the engine mapping): the
+        loopback address for a local process, every address (``0.0.0.0``) inside a container's
+        or pod's own network namespace, where only the published port or the service reaches it."""
+        ...
 
     def deploy(
         self,

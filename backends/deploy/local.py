@@ -23,7 +23,6 @@ an exception or a clean exit for ``atexit`` to run; Python's default SIGTERM act
 from __future__ import annotations
 
 import atexit
-import http.client
 import logging
 import os
 import shlex
@@ -31,7 +30,7 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from backends.deploy import procs
 from backends.deploy.base import (
@@ -39,9 +38,11 @@ from backends.deploy.base import (
     EngineFailure,
     ExitInfo,
     FailureKind,
+    check_files,
     check_name,
     classify_failure,
     looks_like_address_in_use,
+    probe_health,
     redact,
     secret_values,
 )
@@ -122,6 +123,10 @@ class LocalBackend:
         self._names: dict[str, LocalDeployment] = {}
         self._lock = threading.Lock()
 
+    @property
+    def bind_host(self) -> str:
+        return self.host
+
     def deploy(
         self,
         plan: LaunchPlan,
@@ -138,7 +143,7 @@ class LocalBackend:
             raise ValueError(
                 f"deployment {name}: the plan needs {expected} GPU(s) but {len(gpu_ids)} were leased"
             )
-        _check_files(name, plan.files)
+        check_files(name, plan.files)
         env = engine_environment(
             spec_env=plan.env,
             references=plan.env_from,
@@ -387,22 +392,9 @@ class LocalDeployment:
 
     def _probe(self, timeout_s: float) -> bool:
         """One round of health checks: every path must answer 2xx."""
-        for path in self.plan.health_paths:
-            conn = http.client.HTTPConnection(self._backend.host, self._port, timeout=timeout_s)
-            try:
-                conn.request("GET", path)
-                resp = conn.getresponse()
-                resp.read()
-                if not 200 <= resp.status < 300:
-                    self._last_probe = f"{path} answered HTTP {resp.status}"
-                    return False
-            except (OSError, http.client.HTTPException) as exc:
-                self._last_probe = f"{path}: {type(exc).__name__}: {exc}"
-                return False
-            finally:
-                conn.close()
-        self._last_probe = "ready"
-        return True
+        problem = probe_health(self._backend.host, self._port, self.plan.health_paths, timeout_s)
+        self._last_probe = problem or "ready"
+        return problem is None
 
     def _attempt_log(self) -> str:
         """The log of the current attempt only (a retry must not see the previous attempt's error)."""
@@ -429,15 +421,6 @@ class LocalDeployment:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(f"[autotuner {stamp}] {redact(text, self._secrets)}\n")
-
-
-def _check_files(name: str, files: Mapping[str, str]) -> None:
-    for rel in files:
-        path = PurePosixPath(rel)
-        if not rel or path.is_absolute() or ".." in path.parts:
-            raise ValueError(
-                f"deployment {name}: file {rel!r} must be a relative path inside the working directory"
-            )
 
 
 def rewrite_port(argv: Sequence[str], old: int, new: int) -> list[str] | None:

@@ -77,6 +77,9 @@ class TableEngine(abc.ABC):
     base_env: ClassVar[Mapping[str, str]] = {}
     base_notes: ClassVar[tuple[str, ...]] = ()
     simulated: ClassVar[bool] = False
+    #: the engine's official image when the spec names none (docker hub / NGC), ``{tag}`` from
+    #: :meth:`image_tag`; ``None``: no official image, the spec must give ``engine.image``
+    image_template: ClassVar[str | None] = None
     #: where TensorRT-LLM's LLM API options go, relative to the engine's working directory
     LLM_API_FILE: ClassVar[str] = "extra_llm_api_options.yaml"
 
@@ -118,6 +121,18 @@ class TableEngine(abc.ABC):
 
     def served_model(self, spec: TuningSpec) -> str:
         return spec.spec.model.served_name or spec.spec.model.id
+
+    def image_tag(self, version: str | None) -> str:
+        """The official images are tagged ``v<version>`` (vLLM, SGLang)."""
+        return f"v{version}" if version else "latest"
+
+    def image(self, spec: TuningSpec) -> str | None:
+        """``engine.image``, else the official image of ``engine.version``."""
+        if spec.spec.engine.image:
+            return spec.spec.engine.image
+        if self.image_template is None:
+            return None
+        return self.image_template.format(tag=self.image_tag(spec.spec.engine.version))
 
     def local_problem(self) -> UserError | None:
         """See :meth:`backends.engines.base.Engine.local_problem`; engines that ship as an
@@ -315,7 +330,7 @@ class TableEngine(abc.ABC):
             reset_cache_path=self.reset_cache_path,
             served_model=self.served_model(spec),
             container_args=self.container_command() + args,
-            image=spec.spec.engine.image,
+            image=self.image(spec),
             notes=list(dict.fromkeys(built.notes)),
             files=files,
             env_from=env_from,
@@ -330,6 +345,14 @@ class TableEngine(abc.ABC):
         spec = loaded.spec
         body = spec.spec
         problems: list[SpecProblem] = []
+        if body.backend.kind == "docker" and self.image(spec) is None:
+            problems.append(
+                loaded.problem(
+                    ("spec", "engine", "name"),
+                    f"the docker backend runs an image, and {self.title} has no official one: "
+                    "set engine.image",
+                )
+            )
         for where, message in self.model_problems(spec):
             problems.append(loaded.problem(("spec", *where.split(".")), message))
         canonical: dict[str, list[Path_]] = {}

@@ -17,6 +17,7 @@ class SglangEngine(TableEngine):
     name = "sglang"
     title = "SGLang"
     table_name = "sglang"
+    image_template = "lmsysorg/sglang:{tag}"
     reset_cache_path = "/flush_cache"
 
     def command(self) -> list[str]:

@@ -23,6 +23,11 @@ class TrtllmEngine(TableEngine):
     name = "trtllm"
     title = "TensorRT-LLM"
     table_name = "trtllm"
+    image_template = "nvcr.io/nvidia/tensorrt-llm/release:{tag}"
+
+    def image_tag(self, version: str | None) -> str:
+        """NGC tags TensorRT-LLM releases by the bare version (``1.0.0``)."""
+        return version or "latest"
 
     def command(self) -> list[str]:
         return ["trtllm-serve"]

@@ -22,6 +22,7 @@ class VllmEngine(TableEngine):
     name = "vllm"
     title = "vLLM"
     table_name = "vllm"
+    image_template = "vllm/vllm-openai:{tag}"
     reset_cache_path = "/reset_prefix_cache"
     base_env: ClassVar[dict[str, str]] = {"VLLM_SERVER_DEV_MODE": "1"}
     base_notes = ("VLLM_SERVER_DEV_MODE=1 so that /reset_prefix_cache exists between load points",)

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         config = ", ".join(f"{k}={v}" for k, v in cmd.config.items()) or "engine defaults"
         print(f"  [{i}] {config}  ({cmd.gpus} GPU)")
         print(f"      {cmd.shell}")
+        if cmd.docker is not None:
+            print(f"      in a container: {cmd.docker}")
     print(
         f"time estimate: ~{format_duration(plan.seconds_per_experiment)} per experiment, "
         f"~{format_duration(plan.seconds_total)} in total"

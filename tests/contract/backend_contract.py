@@ -4,22 +4,26 @@ Usage, in a test module of a backend::
 
     from tests.contract.backend_contract import BackendContract
 
-    class TestDockerContract(BackendContract):
+    class TestDockerBackendContract(BackendContract):
+        gpu_env, no_gpu_value = "NVIDIA_VISIBLE_DEVICES", "void"
+
         @pytest.fixture
-        def backend(self, tmp_path):
-            return DockerBackend(client=FakeDockerClient(...), ...)
+        def backend(self, tmp_path, podman):
+            return DockerBackend(tmp_path / "state", base_url=podman.base_url, mounts=podman.mounts)
 
         # optional: how a behaviour becomes a LaunchPlan for this backend
         @pytest.fixture
-        def standin(self, standin_script): ...
+        def standin(self, podman):
+            return lambda mode, **kw: standin_plan(mode, host="0.0.0.0", image=podman.standin_image, **kw)
 
 The stand-in engine (``standin_engine.py``) is a real process with scripted behaviour: ready
 after a delay, exits at once, never ready, out of memory, ignores SIGTERM, crashes after being
-ready. The default ``standin`` fixture runs it with this Python; a container backend's fake
-can run the same argv (``plan.argv``) or map ``plan.container_args`` onto its image.
+ready. The default ``standin`` fixture runs it with this Python; a container backend runs
+``plan.container_args`` in an image whose entrypoint is the stand-in (``tests/podman.py``).
 
-Class attributes let a backend state what does not apply to it: ``pins_gpu_ids`` is false for
-Kubernetes, where the device plugin, not the lease, picks the GPUs.
+Class attributes let a backend state what differs for it: ``pins_gpu_ids`` is false for
+Kubernetes, where the device plugin, not the lease, picks the GPUs; ``gpu_env`` and
+``no_gpu_value`` name the variable through which the engine learns its GPUs.
 """
 
 from __future__ import annotations
@@ -74,10 +78,17 @@ def standin_plan(
     cat: Sequence[str] = (),
     simulated: bool = False,
     port: int | None = None,
+    host: str = "127.0.0.1",
+    image: str = "standin:test",
 ) -> LaunchPlan:
-    """A LaunchPlan running the stand-in engine; mode ``missing`` names a program that does not exist."""
+    """A LaunchPlan running the stand-in engine; mode ``missing`` names a program that does not exist.
+
+    ``container_args`` are the stand-in's arguments alone, for an image whose entrypoint is the
+    stand-in (as ``vllm/vllm-openai``'s is ``vllm serve``); for ``missing`` they name the absent
+    program, for an image without an entrypoint.
+    """
     port = free_port() if port is None else port
-    args = ["--mode", mode, "--port", str(port), "--ready-delay", str(ready_delay)]
+    args = ["--mode", mode, "--port", str(port), "--host", host, "--ready-delay", str(ready_delay)]
     for name in echo_env:
         args += ["--echo-env", name]
     for path in cat:
@@ -90,8 +101,8 @@ def standin_plan(
         world_size=max(gpus, 1),
         port=port,
         served_model="standin",
-        container_args=args,
-        image="standin:test",
+        container_args=argv[:1] + args if mode == "missing" else args,
+        image=image,
         env_from=dict(env_from or {}),
         files=dict(files or {}),
         simulated=simulated,
@@ -124,6 +135,11 @@ class BackendContract:
 
     #: the engine sees exactly the leased GPU ids (local, docker); not on Kubernetes
     pins_gpu_ids: ClassVar[bool] = True
+    #: the variable that tells the engine its GPUs, and its value for an engine without any:
+    #: ``CUDA_VISIBLE_DEVICES`` for a process; a container's runtime reads
+    #: ``NVIDIA_VISIBLE_DEVICES`` (inside, the devices are renumbered from 0)
+    gpu_env: ClassVar[str] = "CUDA_VISIBLE_DEVICES"
+    no_gpu_value: ClassVar[str] = ""
     #: generous bound for "promptly" on a loaded 2-core CI machine
     slack_s: ClassVar[float] = 5.0
 
@@ -227,7 +243,7 @@ class BackendContract:
         elapsed = time.monotonic() - started
         assert info.value.kind == "readiness_timeout"
         assert 1.0 <= elapsed < 1.0 + self.slack_s
-        assert "loading model weights" in info.value.log_tail
+        assert "loading model weights" in info.value.log_tail, info.value.log_tail
         assert info.value.exit_code is None
         assert dep.alive(), "wait_ready does not tear down; the caller does"
 
@@ -290,12 +306,12 @@ class BackendContract:
     def test_engine_sees_exactly_the_leased_gpus(self, deploy: DeployFn, standin: StandinFactory) -> None:
         if not self.pins_gpu_ids:
             pytest.skip("this backend's scheduler assigns GPUs")
-        dep = deploy(standin("serve", gpus=2), gpu_ids=[1, 3])
+        dep = deploy(standin("serve", gpus=2, echo_env=[self.gpu_env]), gpu_ids=[1, 3])
         dep.wait_ready(30)
-        assert "CUDA_VISIBLE_DEVICES=1,3" in dep.log_tail(50)
-        cpu = deploy(standin("serve"))
+        assert f"{self.gpu_env}=1,3" in dep.log_tail(50)
+        cpu = deploy(standin("serve", echo_env=[self.gpu_env]))
         cpu.wait_ready(30)
-        assert "CUDA_VISIBLE_DEVICES=\n" in cpu.log_tail(50) + "\n", "a CPU engine sees no GPU"
+        assert f"{self.gpu_env}={self.no_gpu_value}\n" in cpu.log_tail(50) + "\n", "a CPU engine sees no GPU"
 
     def test_log_tail_has_engine_output_and_no_secrets(
         self, deploy: DeployFn, standin: StandinFactory
@@ -388,8 +404,8 @@ class BackendContract:
             deploy(standin("serve", files={"../escape.yaml": "x"}))
 
     def test_simulated_gpus_are_not_leased(self, deploy: DeployFn, standin: StandinFactory) -> None:
-        dep = deploy(standin("serve", gpus=4, simulated=True), gpu_ids=[])
+        dep = deploy(standin("serve", gpus=4, simulated=True, echo_env=[self.gpu_env]), gpu_ids=[])
         dep.wait_ready(30)
-        assert "CUDA_VISIBLE_DEVICES=\n" in dep.log_tail(50) + "\n"
+        assert f"{self.gpu_env}={self.no_gpu_value}\n" in dep.log_tail(50) + "\n"
         with pytest.raises(ValueError, match="GPU"):
             deploy(standin("serve", gpus=2, simulated=True), gpu_ids=[0, 1])

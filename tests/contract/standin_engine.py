@@ -1,8 +1,9 @@
 """A stand-in inference engine for deploy-backend tests: a real process with scripted misbehaviour.
 
 Run as a script (``python standin_engine.py --mode serve --port 8000``). It serves ``/health``
-and ``/v1/models`` like an OpenAI-compatible engine, on 127.0.0.1 only, with the standard
-library alone so that it starts in tens of milliseconds. Modes:
+and ``/v1/models`` like an OpenAI-compatible engine, on ``--host`` (127.0.0.1 unless a
+container needs 0.0.0.0), with the standard library alone so that it starts in tens of
+milliseconds. Modes:
 
 * ``serve``: answers 503 until ``--ready-delay`` seconds after start, then 200
 * ``exit``: prints a fatal error and exits with code 3 at once
@@ -13,6 +14,7 @@ library alone so that it starts in tens of milliseconds. Modes:
 * ``child``: serves, and starts a child process that sleeps (teardown must kill the group)
 * ``setsid-child``: like ``child``, but the child leaves the process group (``setsid``)
 * ``crash-after``: serves, then exits with code 7 ``--crash-after`` seconds after becoming ready
+* ``hog``: allocates memory, 32 MiB a step, until something kills it (a container memory limit)
 
 ``--echo-env NAME`` prints ``NAME=value`` at start (``CUDA_VISIBLE_DEVICES`` always is);
 ``--cat PATH`` prints a file, relative to the working directory.
@@ -31,7 +33,18 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MODES = ("serve", "exit", "never", "oom", "oom-hang", "ignore-term", "child", "setsid-child", "crash-after")
+MODES = (
+    "serve",
+    "exit",
+    "never",
+    "oom",
+    "oom-hang",
+    "ignore-term",
+    "child",
+    "setsid-child",
+    "crash-after",
+    "hog",
+)
 STARTED = time.monotonic()
 
 
@@ -41,7 +54,7 @@ def say(text: str, *, err: bool = False) -> None:
     stream.flush()
 
 
-def serve(port: int, ready_delay: float) -> ThreadingHTTPServer:
+def serve(host: str, port: int, ready_delay: float) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             ready = time.monotonic() - STARTED >= ready_delay
@@ -65,9 +78,9 @@ def serve(port: int, ready_delay: float) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:  # keep the log readable
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    say(f"listening on 127.0.0.1:{port}")
+    say(f"listening on {host}:{port}")
     return server
 
 
@@ -88,6 +101,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=MODES, default="serve")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--ready-delay", type=float, default=0.0)
     p.add_argument("--crash-after", type=float, default=0.5)
     p.add_argument("--echo-env", action="append", default=[])
@@ -123,7 +137,13 @@ def main() -> int:
         while True:
             time.sleep(3600)
 
-    serve(args.port, args.ready_delay)
+    if args.mode == "hog":
+        hoard = []
+        while True:
+            hoard.append(bytearray(32 * 1024 * 1024))  # bytearray pages are written: resident
+            say(f"holding {32 * len(hoard)} MiB")
+            time.sleep(0.05)
+    serve(args.host, args.port, args.ready_delay)
     if args.mode in ("child", "setsid-child"):
         start_child(new_session=args.mode == "setsid-child")
     if args.mode == "crash-after":

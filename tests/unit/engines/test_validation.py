@@ -243,8 +243,15 @@ def test_plan_prints_sglang_command_lines_whose_flags_are_all_in_the_table(
     from reconciler.cli import main
 
     assert main(["plan", str(EXAMPLES / "sglang-quant-parallel.yaml"), "-n", "8"]) == 0
-    lines = [ln.strip() for ln in capsys.readouterr().out.splitlines() if "sglang.launch_server" in ln]
+    out = [ln.strip() for ln in capsys.readouterr().out.splitlines()]
+    lines = [ln for ln in out if ln.startswith("python3 -m sglang.launch_server")]
     assert len(lines) == 8
+    # the spec runs on docker: each command line also shown as its container, the image's
+    # command being SGLang's launcher with the same arguments
+    containers = [ln for ln in out if ln.startswith("in a container: docker run ")]
+    assert len(containers) == 8
+    for line, container in zip(lines, containers, strict=True):
+        assert container.endswith(" lmsysorg/sglang:v0.5.2-cu126 " + line), container
     table = get_engine("sglang").flags
     for line in lines:
         flags = [a for a in shlex.split(line) if a.startswith("--")]
