@@ -167,7 +167,8 @@ def test_the_device_request_carries_exactly_the_leased_gpus(
     assert env["PLAIN"] == "visible"
     assert env["HF_TOKEN"] == "hf_secretvalue-for-the-label-check", "the engine gets its secret"
     # the plan's variables, the fixed base (a UTF-8 locale) and the backend's GPU/stdout settings;
-    # the rest is the image's and the runtime's own (PATH from the image, HOME, HOSTNAME, TERM, container): never the daemon's
+    # the rest is the image's and the runtime's own (PATH from the image, HOME, HOSTNAME, TERM,
+    # container): never the daemon's
     ours = {"PLAIN", "HF_TOKEN", "NVIDIA_VISIBLE_DEVICES", "PYTHONUNBUFFERED", "LANG", "LC_ALL"}
     assert set(env) - ours <= {"PATH", "HOME", "HOSTNAME", "TERM", "container"}, env
     got = attrs["Config"]["Labels"]
