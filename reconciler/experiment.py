@@ -27,6 +27,7 @@ from backends.faults import crash_point
 from backends.loadgen import TargetConfig, find_capacity, run_load_point, run_sync
 from backends.measure import LoadPointResult
 from backends.workloads import Workload
+from reconciler.artifacts import image_for
 from reconciler.leases import GpuLeaser, InsufficientGpusError
 from reconciler.study import Measurement, now
 from specs.model import TuningSpec
@@ -175,8 +176,10 @@ class ExperimentRunner:
         gpus = self.engine.gpus_for(self.spec, config)
         flags = self.engine_flags(config)
         simulated = self.body.engine.name == "sim"
+        # a backend whose cluster schedules GPUs (kubernetes) takes no lease of ours
+        cluster_gpus = bool(getattr(self.backend, "schedules_gpus", False))
         try:
-            lease = self.leaser.acquire(self.devices_for(gpus), cancel=cancel)
+            lease = self.leaser.acquire(0 if cluster_gpus else self.devices_for(gpus), cancel=cancel)
         except InsufficientGpusError as exc:
             return Measurement(
                 state="FAILED",
@@ -200,8 +203,11 @@ class ExperimentRunner:
                 driver=infos[0].driver if infos else None,
                 memory_mib=infos[0].memory_total_mib if infos else None,
             )
-        plan = self.engine.launch(self.launch_spec, config, host=self.host, port=free_port(self.host))
-        plan = dataclasses.replace(plan, gpus=len(lease.ids))
+        host = str(getattr(self.backend, "engine_host", self.host))
+        plan = self.engine.launch(self.launch_spec, config, host=host, port=free_port(self.host))
+        plan = dataclasses.replace(
+            plan, gpus=gpus if cluster_gpus else len(lease.ids), image=image_for(self.spec, plan)
+        )
         name = self._name(config)
         m = Measurement(
             state="COMPLETE",

@@ -50,6 +50,21 @@ def make_backend(spec: TuningSpec, state_dir: Path) -> DeployBackend:
             import kubernetes  # noqa: F401
         except ImportError:
             raise MissingExtraError("kubernetes", "kubernetes") from None
+        import os
+
+        from backends.deploy.kubernetes import KubernetesBackend
+        from specs.model import KubernetesBackend as KubernetesSettings
+
+        assert isinstance(spec.spec.backend, KubernetesSettings)
+        host_paths = os.environ.get("AUTOTUNER_KUBERNETES_HOST_PATHS", "")
+        return KubernetesBackend(
+            spec.spec.backend,
+            spec_name=spec.name,
+            state_dir=state_dir,
+            kubeconfig=os.environ.get("KUBECONFIG") or None,
+            context=os.environ.get("AUTOTUNER_KUBE_CONTEXT") or None,
+            allow_host_paths=[p for p in host_paths.split(":") if p],
+        )
     raise UserError(
         f"the {kind} backend is not available in this version of autotuner",
         hint="use backend: {kind: local} for now (see docs/backends.md)",

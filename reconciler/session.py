@@ -32,7 +32,10 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def backend(self, loaded: LoadedSpec) -> DeployBackend:
-        kind = loaded.spec.spec.backend.kind
+        kind: str = loaded.spec.spec.backend.kind
+        if kind == "kubernetes":
+            # one per spec and settings: namespace, scheduling options and the owner object are the spec's
+            kind = f"kubernetes:{loaded.spec.name}:{loaded.spec.spec.backend.model_dump_json()}"
         with self.lock:
             if kind not in self.backends:
                 backend = make_backend(loaded.spec, self.state_dir)
