@@ -28,7 +28,8 @@ Design decisions, and why:
   the verb and resource the daemon's account lacks (``create pods in namespace x``).
 * **Failures from the pod, words from the events.** ``ImagePullBackOff``/``ErrImagePull`` →
   ``image_unavailable``; ``Unschedulable`` for longer than ``schedulingTimeout`` →
-  ``unschedulable``; ``OOMKilled`` → ``oom``; an exit or ``CrashLoopBackOff`` before ready →
+  ``unschedulable`` (the start-up timeout runs from when the pod is scheduled, so a pod queued
+  behind others for GPUs is not a slow engine); ``OOMKilled`` → ``oom``; an exit or ``CrashLoopBackOff`` before ready →
   ``startup_crash``, after → ``crashed``; the log patterns of :func:`classify_failure` still win
   (an engine that reports CUDA OOM and exits 1 is ``oom``). The message quotes the pod's events
   (``0/3 nodes are available: 3 Insufficient nvidia.com/gpu.``).
@@ -672,9 +673,13 @@ class KubernetesDeployment:
         return f"http://{ip}:{port}"
 
     def wait_ready(self, timeout_s: float, *, cancel: threading.Event | None = None) -> None:
+        # Time spent waiting for the cluster to place the pod (queued behind other pods, a node
+        # scaling up) is bounded by schedulingTimeout, not by the start-up timeout: the engine's
+        # start-up clock runs from the moment the pod is scheduled.
         started = time.monotonic()
         deadline = started + timeout_s
-        scheduling_deadline = started + min(self._backend.settings.scheduling_timeout, timeout_s)
+        scheduling_deadline = started + self._backend.settings.scheduling_timeout
+        scheduled = False
         interval = self._backend.poll_interval_s
         while True:
             if self._torn_down.is_set() or (cancel is not None and cancel.is_set()):
@@ -687,6 +692,11 @@ class KubernetesDeployment:
                 if _pod_ready(pod) and self._probe():
                     self._ready_seen = True
                     return
+                if not scheduled and _pod_scheduled(pod):
+                    scheduled = True
+                    deadline = time.monotonic() + timeout_s
+                elif not scheduled:
+                    deadline = max(deadline, time.monotonic() + interval)
             if time.monotonic() >= deadline:
                 self._join_follower()
                 raise self._failure_now(
@@ -1129,6 +1139,11 @@ def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any] | None:
         if cond.get("type") == kind:
             return dict(cond)
     return None
+
+
+def _pod_scheduled(pod: dict[str, Any]) -> bool:
+    cond = _condition(pod, "PodScheduled")
+    return cond is not None and cond.get("status") == "True"
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:

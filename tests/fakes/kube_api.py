@@ -179,6 +179,8 @@ class FakeKubeApiServer:
         self.faults: list[Fault] = []
         self.forbidden: set[tuple[str, str]] = set()
         self.requests: list[Request] = []
+        #: every object a client asked to create, exactly as it was sent
+        self.received: list[Obj] = []
         #: (namespace, pod, container) → where the kubelet writes its log
         self.logs: dict[tuple[str, str, str], LogSource] = {}
         #: called with (namespace, name) when a pod gets a deletionTimestamp (the kubelet stops it)
@@ -558,6 +560,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(body, dict) or not body.get("metadata", {}).get("name"):
                 self._error(400, "the fake needs metadata.name on create")
                 return
+            with api.lock:
+                api.received.append(copy.deepcopy(body))
             try:
                 self._send(201, api.create(plural, ns, body))
             except KeyError:
