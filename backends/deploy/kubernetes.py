@@ -29,10 +29,11 @@ Design decisions, and why:
 * **Failures from the pod, words from the events.** ``ImagePullBackOff``/``ErrImagePull`` →
   ``image_unavailable``; ``Unschedulable`` for longer than ``schedulingTimeout`` →
   ``unschedulable`` (the start-up timeout runs from when the pod is scheduled, so a pod queued
-  behind others for GPUs is not a slow engine); ``OOMKilled`` → ``oom``; an exit or ``CrashLoopBackOff`` before ready →
-  ``startup_crash``, after → ``crashed``; the log patterns of :func:`classify_failure` still win
-  (an engine that reports CUDA OOM and exits 1 is ``oom``). The message quotes the pod's events
-  (``0/3 nodes are available: 3 Insufficient nvidia.com/gpu.``).
+  behind others for GPUs is not a slow engine); ``OOMKilled`` → ``oom``; an exit or
+  ``CrashLoopBackOff`` before ready → ``startup_crash``, after → ``crashed``; the log patterns
+  of :func:`classify_failure` still win (an engine that reports CUDA OOM and exits 1 is
+  ``oom``). The message quotes the pod's events (``0/3 nodes are available: 3 Insufficient
+  nvidia.com/gpu.``).
 * **Reaching the engine** (``access``): the Service's DNS name when the daemon runs in the
   cluster, the API server's port-forward when it runs outside (a local listener whose every
   connection is a ``portforward`` stream of the client), or the pod IP (flat networks, and the

@@ -19,17 +19,17 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the kubernetes extra is not installed")
 
-from backends.deploy.base import EngineFailure  # noqa: E402
-from backends.deploy.kubernetes import (  # noqa: E402
+from backends.deploy.base import EngineFailure
+from backends.deploy.kubernetes import (
     L_DEPLOYMENT,
     L_SPEC,
     KubernetesAccessError,
     KubernetesBackend,
 )
-from backends.engines.base import LaunchPlan  # noqa: E402
-from tests.contract.backend_contract import http_status, standin_plan, wait_for  # noqa: E402
-from tests.fakes.cluster import FakeCluster, fake_cluster  # noqa: E402
-from tests.fakes.kubelet import FakeNode  # noqa: E402
+from backends.engines.base import LaunchPlan
+from tests.contract.backend_contract import http_status, standin_plan, wait_for
+from tests.fakes.cluster import FakeCluster, fake_cluster
+from tests.fakes.kubelet import FakeNode
 
 
 @pytest.fixture
@@ -68,7 +68,8 @@ def _failure(dep: Any, timeout_s: float = 20) -> EngineFailure:
 
 def test_image_pull_backoff_is_image_unavailable(cluster: FakeCluster, tmp_path: Path) -> None:
     backend = cluster.backend()
-    dep = _deploy(backend, dataclasses.replace(standin_plan("serve"), image="registry.example/nope:1"), tmp_path)
+    plan = dataclasses.replace(standin_plan("serve"), image="registry.example/nope:1")
+    dep = _deploy(backend, plan, tmp_path)
     try:
         failure = _failure(dep)
         assert failure.kind == "image_unavailable"
@@ -266,7 +267,9 @@ def test_objects_are_labelled_owned_and_hold_no_secret(
 ) -> None:
     monkeypatch.setenv("K8S_TEST_TOKEN_SOURCE", "hf_sEcReT_value_0123")
     backend = cluster.backend()
-    plan = standin_plan("serve", env_from={"HF_TOKEN": "K8S_TEST_TOKEN_SOURCE"}, files={"extra.yaml": "a: 1\n"})
+    plan = standin_plan(
+        "serve", env_from={"HF_TOKEN": "K8S_TEST_TOKEN_SOURCE"}, files={"extra.yaml": "a: 1\n"}
+    )
     dep = _deploy(backend, plan, tmp_path)
     try:
         dep.wait_ready(30)
