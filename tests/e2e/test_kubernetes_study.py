@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def _spec(backend: str | None) -> str:
-    text = sim_spec(budget=4, strategy="random").replace("    name: sim\n", "    name: sim\n    image: autotuner:test\n")
+    text = sim_spec(budget=4, strategy="random").replace(
+        "    name: sim\n", "    name: sim\n    image: autotuner:test\n"
+    )
     text = text.replace("    maxExperiments: 4\n", "    maxExperiments: 4\n    parallelism: 2\n")
     if backend is not None:
         text = text.replace("spec:\n  model:", f"spec:\n  backend: {backend}\n  model:", 1)
