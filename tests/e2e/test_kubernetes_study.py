@@ -16,7 +16,7 @@ from tests.e2e.helpers import autotuner, records, sim_spec
 
 pytest.importorskip("kubernetes", reason="the kubernetes extra is not installed")
 
-from tests.fakes.cluster import fake_cluster  # noqa: E402
+from tests.fakes.cluster import fake_cluster
 
 pytestmark = pytest.mark.slow
 
