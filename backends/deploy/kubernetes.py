@@ -400,6 +400,7 @@ class KubernetesBackend:
             f"{L_SPEC}={_label_value(self.spec_name)},{L_INCARNATION},{L_INCARNATION}!={self.incarnation}"
         )
         removed: set[str] = set()
+        names: set[str] = set()
         for resource, lister, deleter in self._kinds():
             items = self.api.call(
                 "list", resource, self.namespace, lister, self.namespace, label_selector=selector
@@ -408,8 +409,23 @@ class KubernetesBackend:
                 meta = item["metadata"]
                 with contextlib.suppress(_NotFound):
                     self.api.call("delete", resource, self.namespace, deleter, meta["name"], self.namespace)
+                name = (meta.get("labels") or {}).get(L_DEPLOYMENT, meta["name"])
+                names.add(name)
                 if resource == "pods":
-                    removed.add((meta.get("labels") or {}).get(L_DEPLOYMENT, meta["name"]))
+                    removed.add(name)
+        # Secrets by name, not by a list: "list secrets" would let the daemon read every Secret of
+        # the namespace, and the minimal Role does not grant it
+        core = self.api.core
+        for name in sorted(names):
+            with contextlib.suppress(_NotFound):
+                self.api.call(
+                    "delete",
+                    "secrets",
+                    self.namespace,
+                    core.delete_namespaced_secret,
+                    f"{name}-env",
+                    self.namespace,
+                )
         for name in removed:
             self._wait_gone(name)
         self._owner_uid = owner
@@ -446,7 +462,6 @@ class KubernetesBackend:
         return [
             ("pods", core.list_namespaced_pod, core.delete_namespaced_pod),
             ("services", core.list_namespaced_service, core.delete_namespaced_service),
-            ("secrets", core.list_namespaced_secret, core.delete_namespaced_secret),
             ("configmaps", core.list_namespaced_config_map, core.delete_namespaced_config_map),
         ]
 

@@ -3,7 +3,8 @@
 No real API server can run on the test machines, so the backend's tests talk, through the real
 ``kubernetes`` client, to this stand-in. It is a fake and says so: it keeps objects in a dict,
 has no admission, no validation beyond what the backend relies on, and no authorization model
-but a bearer token and an explicit list of forbidden (verb, resource) pairs. What it does
+but a bearer token, an explicit list of forbidden (verb, resource) pairs, and optionally a
+Role's rules (:meth:`FakeKubeApiServer.allow_only`). What it does
 implement follows the real API's wire behaviour closely enough for the client to be fooled:
 
 * core/v1 ``pods``, ``services``, ``configmaps``, ``secrets``, ``events``: create (``409
@@ -178,6 +179,8 @@ class FakeKubeApiServer:
         self.rv = 100
         self.faults: list[Fault] = []
         self.forbidden: set[tuple[str, str]] = set()
+        #: when set, only these (verb, resource) pairs are allowed (a Role's rules)
+        self.allowed: set[tuple[str, str]] | None = None
         self.requests: list[Request] = []
         #: every object a client asked to create, exactly as it was sent
         self.received: list[Obj] = []
@@ -251,6 +254,18 @@ class FakeKubeApiServer:
         """``verb`` (create, get, list, watch, delete, patch) on ``plural`` is always 403."""
         with self.lock:
             self.forbidden.add((verb, plural))
+
+    def allow_only(self, rules: list[dict[str, Any]]) -> None:
+        """Authorize like a Role with these ``rules`` (core API group only): all else is 403."""
+        allowed = set()
+        for rule in rules:
+            if "" not in rule.get("apiGroups", []):
+                continue
+            for resource in rule.get("resources", []):
+                for verb in rule.get("verbs", []):
+                    allowed.add((verb, resource))
+        with self.lock:
+            self.allowed = allowed
 
     def count(self, method: str, path_regex: str, status: int | None = None) -> int:
         rx = re.compile(path_regex)
@@ -527,7 +542,9 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             else:
                 fault_hit = None
-            forbidden = (verb, resource) in api.forbidden
+            forbidden = (verb, resource) in api.forbidden or (
+                api.allowed is not None and (verb, resource) not in api.allowed
+            )
         if fault_hit is not None:
             headers = {"Retry-After": "1"} if fault_hit.status == 429 else None
             self._error(fault_hit.status, fault_hit.message or f"injected HTTP {fault_hit.status}", headers)

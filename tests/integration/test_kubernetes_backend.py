@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytest.importorskip("kubernetes", reason="the kubernetes extra is not installed")
 
@@ -27,6 +28,7 @@ from backends.deploy.kubernetes import (
     KubernetesBackend,
 )
 from backends.engines.base import LaunchPlan
+from tests.conftest import REPO
 from tests.contract.backend_contract import http_status, standin_plan, wait_for
 from tests.fakes.cluster import FakeCluster, fake_cluster
 from tests.fakes.kubelet import FakeNode
@@ -343,3 +345,66 @@ def test_a_live_daemons_pods_are_left_alone_until_its_heartbeat_stops(
     assert other.cleanup_orphans() == ["busy-1"]
     assert not dep.alive()
     other.teardown_all()
+
+
+# ------------------------------------------------------------------------- the daemon's own Role
+
+
+def _role_rules() -> list[dict[str, Any]]:
+    docs = yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "rbac.yaml").read_text())
+    role = next(d for d in docs if d["kind"] == "Role")
+    rules: list[dict[str, Any]] = role["rules"]
+    return rules
+
+
+def test_the_minimal_role_is_enough_for_a_whole_experiment_life(
+    cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/kubernetes/rbac.yaml grants exactly what the backend does: with only its rules, a
+    daemon deploys (secret, files, pod, service), waits, reads logs and events, tears down, and a
+    restarted one removes orphans, without a single 403."""
+    cluster.api.allow_only(_role_rules())
+    monkeypatch.setenv("K8S_ROLE_TEST_SECRET", "role-test-secret-value")
+    crashed = cluster.backend(daemon_id="d1")
+    assert crashed.cleanup_orphans() == []
+    plan = standin_plan("serve", env_from={"HF_TOKEN": "K8S_ROLE_TEST_SECRET"}, files={"x.yaml": "x\n"})
+    done = _deploy(crashed, plan, tmp_path, "role-1")
+    done.wait_ready(30)
+    assert done.alive()
+    done.teardown()
+    failing = _deploy(crashed, dataclasses.replace(standin_plan("serve"), image="nope:1"), tmp_path, "role-2")
+    assert _failure(failing).kind == "image_unavailable"
+    failing.teardown()
+    orphan = _deploy(crashed, plan, tmp_path, "role-3")
+    orphan.wait_ready(30)
+    crashed._stop.set()
+    restarted = cluster.backend(daemon_id="d1")
+    assert restarted.cleanup_orphans() == ["role-3"]
+    assert cluster.api.get("secrets", "default", "role-3-env") is None
+    assert cluster.api.count("GET", ".", 403) + cluster.api.count("POST", ".", 403) == 0
+    assert cluster.api.count("DELETE", ".", 403) + cluster.api.count("PATCH", ".", 403) == 0
+
+
+def test_the_daemons_cluster_manifests_validate() -> None:
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra) is not installed")
+    folder = REPO / "deploy" / "kubernetes"
+    kinds = []
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            listed = yaml.safe_load(path.read_text())["resources"]
+            assert sorted(listed) == sorted(p.name for p in folder.glob("*.yaml") if p.name != path.name)
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            kv.validate(doc, "1.37.0", strict=True)
+            kinds.append(doc["kind"])
+    assert sorted(kinds) == sorted(
+        [
+            "Deployment",
+            "Namespace",
+            "PersistentVolumeClaim",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "ServiceAccount",
+        ]
+    )
