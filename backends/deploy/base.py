@@ -303,8 +303,12 @@ class DeployBackend(Protocol):
       and :class:`~specs.errors.UserError` when a secret named in ``plan.env_from`` is not set
       in the daemon's environment (no experiment can run until the operator sets it).
     * ``gpu_ids`` come from a lease (``reconciler.leases``); the engine sees exactly those GPUs
-      and no others (``CUDA_VISIBLE_DEVICES`` for local and docker; the cluster's device
-      plugin assigns ``plan.gpus`` devices on Kubernetes, which has its own scheduler).
+      and no others (``CUDA_VISIBLE_DEVICES`` for local and docker). A backend whose cluster
+      schedules GPUs (Kubernetes: the device plugin assigns ``plan.gpus`` devices) sets the
+      class attribute ``schedules_gpus = True``: the runner then takes no lease, passes empty
+      ``gpu_ids`` (anything else is a ``ValueError``) and keeps ``plan.gpus`` as the request.
+      ``engine_host``, when a backend sets it, is the address the engine must listen on
+      (``0.0.0.0`` in a pod, where the Service and the kubelet reach it from outside).
     * ``plan.env`` is passed as is; ``plan.env_from`` (engine variable → daemon variable) is
       resolved at deploy time, and those values are treated as secrets: never written to a
       file the backend creates, and redacted from log tails.

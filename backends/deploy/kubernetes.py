@@ -669,7 +669,8 @@ class KubernetesDeployment:
         self._written: dict[int, int] = {}
         self._pod: dict[str, Any] | None = None
         self._last_exit: ExitInfo | None = None
-        self._ready_seen = False
+        #: the container's restart count when it became ready (None: not ready yet)
+        self._ready_restarts: int | None = None
         self._forwarder: _PortForwarder | None = None
         self._last_probe = "not probed yet"
 
@@ -706,7 +707,7 @@ class KubernetesDeployment:
             if pod is not None:
                 self._assess(pod, ready=False, scheduling_late=time.monotonic() >= scheduling_deadline)
                 if _pod_ready(pod) and self._probe():
-                    self._ready_seen = True
+                    self._ready_restarts = int(_container_status(pod).get("restartCount") or 0)
                     return
                 if not scheduled and _pod_scheduled(pod):
                     scheduled = True
@@ -721,7 +722,8 @@ class KubernetesDeployment:
                 )
             waiter = cancel if cancel is not None else self._torn_down
             left = max(0.0, deadline - time.monotonic())
-            if pod is not None and not _pod_ready(pod) and waiter is self._torn_down:
+            if pod is not None and not _pod_ready(pod):
+                # a watch wakes us at the pod's next change; short, so that cancel stays prompt
                 self._watch_change(pod, min(1.0, left))
             else:
                 waiter.wait(min(interval, left))
@@ -732,9 +734,12 @@ class KubernetesDeployment:
         pod = self._read_pod(quiet=True)
         if pod is None:
             return False
-        state = _container_status(pod).get("state") or {}
-        restarted = (_container_status(pod).get("restartCount") or 0) > 0
-        return "running" in state and not (self._ready_seen and restarted)
+        cs = _container_status(pod)
+        # a restart after ready (restartPolicy OnFailure) is a crash of the engine we measured
+        restarted = (
+            self._ready_restarts is not None and int(cs.get("restartCount") or 0) > self._ready_restarts
+        )
+        return "running" in (cs.get("state") or {}) and not restarted
 
     def exit_info(self) -> ExitInfo | None:
         pod = self._read_pod(quiet=True) if not self._torn_down.is_set() else None
