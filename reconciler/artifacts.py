@@ -3,8 +3,9 @@
 * ``command.sh`` — the engine command line (an argument list, quoted for a shell only here);
 * ``docker-run.sh`` — ``docker run`` of the engine's image with the *container* arguments (the
   image's entrypoint already is the server; the original system doubled ``vllm serve``);
-* ``deployment.yaml`` — a Kubernetes Deployment + Service with the same arguments, GPU requests
-  and a readiness probe; secrets referenced from a Secret, never inlined;
+* ``deployment.yaml`` — a Kubernetes Deployment + Service built by the kubernetes backend's own
+  manifest builder (``backends.deploy.kube_manifests``): the pod the experiments ran in, with
+  start-up and readiness probes; secrets referenced from the Secret ``<spec>-env``, never inlined;
 * ``engine-args.json`` — the engine flags as data, plus the metrics that made it win;
 * ``pareto.json`` — every Pareto-optimal configuration when the spec has several objectives.
 """
@@ -44,10 +45,6 @@ def image_for(spec: TuningSpec, plan: LaunchPlan) -> str | None:
         return None
     tag = f"v{engine.version}" if engine.version and engine.name != "trtllm" else (engine.version or "latest")
     return template.format(tag=tag)
-
-
-def _secret_name(var: str) -> str:
-    return var.lower().replace("_", "-")
 
 
 def env_lines(spec: TuningSpec) -> list[tuple[str, str | None]]:
