@@ -649,6 +649,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _patch(self, plural: str, ns: str, name: str, body: Any) -> None:
         api = self.api
+        kind = (self.headers.get("Content-Type") or "").split(";")[0]
+        if self.command == "PATCH" and kind not in (
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ):
+            # the fake implements merge patches only; a real server would read a JSON Patch here
+            self._error(415, f"the fake supports merge patches only, not {kind or 'no content type'}")
+            return
         with api.changed:
             obj = api.objects.get((plural, ns, name))
             if obj is None:
