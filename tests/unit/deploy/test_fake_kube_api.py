@@ -49,13 +49,11 @@ def test_patch_with_a_stale_resource_version_is_a_conflict(core: tuple[FakeKubeA
     _, api = core
     created = api.create_namespaced_config_map("ns", _cm("a"))
     rv = created.metadata.resource_version
-    api.patch_namespaced_config_map(
-        "ns-ignored" and "a", "ns", {"metadata": {"resourceVersion": rv, "annotations": {"x": "1"}}}
-    )
+    fresh = {"metadata": {"resourceVersion": rv, "annotations": {"x": "1"}}}
+    api.patch_namespaced_config_map("a", "ns", fresh, _content_type=MERGE)
     with pytest.raises(client.ApiException) as info:
-        api.patch_namespaced_config_map(
-            "a", "ns", {"metadata": {"resourceVersion": rv, "annotations": {"x": "2"}}}
-        )
+        stale = {"metadata": {"resourceVersion": rv, "annotations": {"x": "2"}}}
+        api.patch_namespaced_config_map("a", "ns", stale, _content_type=MERGE)
     assert info.value.status == 409
     assert api.read_namespaced_config_map("a", "ns").metadata.annotations == {"x": "1"}
 
