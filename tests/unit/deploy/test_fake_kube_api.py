@@ -14,6 +14,8 @@ from kubernetes import client, watch
 
 from tests.fakes.kube_api import FakeKubeApiServer, match_labels
 
+MERGE = "application/merge-patch+json"
+
 
 @pytest.fixture
 def core() -> Iterator[tuple[FakeKubeApiServer, Any]]:
