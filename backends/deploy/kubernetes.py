@@ -109,8 +109,10 @@ class KubernetesAccessError(UserError):
 class KubernetesApiError(TransientError):
     """The API server kept failing (429, 5xx, connection) after every retry."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message, hint="the experiment is tried again later; check the API server's health")
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
+        super().__init__(
+            message, hint=hint or "the experiment is tried again later; check the API server's health"
+        )
         self.status = status
 
 
@@ -210,6 +212,8 @@ class _Api:
                     raise KubernetesApiError(
                         f"{verb} {resource} in namespace {namespace} failed (HTTP {status}): {message}",
                         status=status,
+                        hint="the API server refused the request (an admission policy or quota of the "
+                        "cluster, or a bug of autotuner); the message says which",
                     ) from None
                 headers = getattr(exc, "headers", None) or {}
                 delay = self.retry.delay(
@@ -663,6 +667,8 @@ class KubernetesDeployment:
         self.secret_name = f"{name}-env" if secrets else None
         self.files_name = f"{name}-files" if plan.files else None
         self._start_error: EngineFailure | None = None
+        #: kinds of objects this deployment created or tried to (teardown deletes only those)
+        self._attempted: set[str] = set()
         self._torn_down = threading.Event()
         self._log_lock = threading.Lock()
         self._follower: threading.Thread | None = None
@@ -789,11 +795,13 @@ class KubernetesDeployment:
                 ("configmaps", core.delete_namespaced_config_map, self.files_name, {}),
             ]
             for resource, fn, obj_name, kwargs in deletions:
-                if obj_name is None:
+                # only what this deployment created (or tried to: a create whose answer was lost
+                # may still have happened); never a foreign object that merely has the name
+                if obj_name is None or resource not in self._attempted:
                     continue
                 with contextlib.suppress(_NotFound):
                     self._api.call("delete", resource, self._ns, fn, obj_name, self._ns, **kwargs)
-            if not backend._wait_gone(self.name):
+            if "pods" in self._attempted and not backend._wait_gone(self.name):
                 self._log_line(
                     f"pod {self.name} was still there {backend.kill_wait_s:g} s after its deletion"
                 )
@@ -887,18 +895,55 @@ class KubernetesDeployment:
     def _create_one(
         self, resource: str, create: Callable[..., Any], delete: Callable[..., Any], body: dict[str, Any]
     ) -> dict[str, Any]:
-        """Create; a leftover of ours under the same name (a dead daemon's) is deleted first."""
+        """Create; a leftover of *ours* under the same name (a dead incarnation's) is replaced.
+
+        Anything else of that name is not touched: the experiment fails with an environment
+        error that names it. Secrets are never replaced, because the daemon may not read them
+        to tell whose they are.
+        """
         try:
+            self._attempted.add(resource)
             return dict(self._api.call("create", resource, self._ns, create, self._ns, body))
         except _Exists:
-            pass
+            self._attempted.discard(resource)
         name = body["metadata"]["name"]
+        if not self._is_our_leftover(resource, name):
+            raise KubernetesApiError(
+                f"{resource} {name} already exists in namespace {self._ns} and is not a leftover of "
+                "this spec's experiments; it was left alone",
+                hint="delete it, or run the spec in another namespace",
+            )
         self._log_line(f"{resource} {name} exists (left by an earlier run); replacing it")
         with contextlib.suppress(_NotFound):
             self._api.call("delete", resource, self._ns, delete, name, self._ns)
         if resource == "pods":
             self._backend._wait_gone(name)
+        self._attempted.add(resource)
         return dict(self._api.call("create", resource, self._ns, create, self._ns, body, conflict_retry=True))
+
+    def _is_our_leftover(self, resource: str, name: str) -> bool:
+        listers = {r: lister for r, lister, _ in self._backend._kinds()}
+        if resource not in listers:
+            return False
+        labels = self._backend.base_labels()
+        selector = ",".join(
+            [
+                *(f"{k}={v}" for k, v in MANAGED_BY.items()),
+                f"{L_SPEC}={labels[L_SPEC]}",
+                L_INCARNATION,
+                f"{L_INCARNATION}!={labels[L_INCARNATION]}",
+            ]
+        )
+        found = self._api.call(
+            "list",
+            resource,
+            self._ns,
+            listers[resource],
+            self._ns,
+            label_selector=selector,
+            field_selector=f"metadata.name={name}",
+        )
+        return bool((found or {}).get("items"))
 
     def _read_pod(self, *, quiet: bool = False) -> dict[str, Any] | None:
         try:

@@ -408,3 +408,37 @@ def test_the_daemons_cluster_manifests_validate() -> None:
             "ServiceAccount",
         ]
     )
+
+
+def test_a_foreign_object_of_the_same_name_is_left_alone(cluster: FakeCluster, tmp_path: Path) -> None:
+    cluster.api.create("services", "default", {"metadata": {"name": "exp-1", "labels": {"team": "other"}}})
+    backend = cluster.backend()
+    dep = _deploy(backend, standin_plan("serve"), tmp_path)
+    try:
+        failure = _failure(dep)
+        assert failure.kind == "environment"
+        assert "services exp-1 already exists in namespace default and is not a leftover" in failure.message
+    finally:
+        dep.teardown()
+    foreign = cluster.api.get("services", "default", "exp-1")
+    assert foreign is not None and foreign["metadata"]["labels"] == {"team": "other"}, (
+        "teardown left it alone"
+    )
+    assert cluster.api.get("pods", "default", "exp-1") is None, "but removed the pod it had created"
+
+
+def test_an_own_leftover_of_the_same_name_is_replaced(cluster: FakeCluster, tmp_path: Path) -> None:
+    dead = cluster.backend(daemon_id="d1")
+    old = _deploy(dead, standin_plan("serve"), tmp_path)
+    old.wait_ready(30)
+    dead._stop.set()
+    backend = cluster.backend(daemon_id="d2")  # never ran cleanup_orphans: finds the leftover itself
+    dep = _deploy(backend, standin_plan("serve"), tmp_path)
+    try:
+        dep.wait_ready(30)
+        pod = cluster.api.get("pods", "default", "exp-1")
+        assert (
+            pod is not None and pod["metadata"]["labels"]["autotuner.dev/incarnation"] == backend.incarnation
+        )
+    finally:
+        dep.teardown()
