@@ -43,3 +43,20 @@ def test_a_local_spec_has_no_manifests(capsys: pytest.CaptureFixture[str]) -> No
     example = EXAMPLE.parent / "sglang-quant-parallel.yaml"
     assert main(["plan", str(example), "-n", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["manifests"] == []
+
+
+def test_a_kubernetes_spec_without_an_image_is_located(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "apiVersion: autotuner/v1\nkind: TuningSpec\nmetadata: {name: k}\nspec:\n"
+        "  model: {id: llama-3-8b}\n  engine:\n    name: sim\n  backend: {kind: kubernetes}\n"
+        "  workload:\n    dataset: {kind: synthetic, input: {mean: 10}, output: {mean: 5}}\n"
+        "    load: {concurrency: [1]}\n"
+    )
+    (tmp_path / "k.yaml").write_text(text)
+    assert main(["validate", str(tmp_path / "k.yaml")]) == 1
+    out = capsys.readouterr()
+    assert "k.yaml:6: spec.engine.image: the kubernetes backend runs the engine from a container image" in (
+        out.out + out.err
+    )
