@@ -64,6 +64,8 @@ def make_backend(spec: TuningSpec, state_dir: Path) -> DeployBackend:
             kubeconfig=os.environ.get("KUBECONFIG") or None,
             context=os.environ.get("AUTOTUNER_KUBE_CONTEXT") or None,
             allow_host_paths=[p for p in host_paths.split(":") if p],
+            # a pod outlives no experiment by much, even when its daemon never comes back
+            active_deadline_s=spec.spec.search.experiment_timeout + 600,
         )
     raise UserError(
         f"the {kind} backend is not available in this version of autotuner",

@@ -193,19 +193,25 @@ def experiment_pod(
     secret_name: str | None = None,
     files_name: str | None = None,
     restart_policy: str = "Never",
+    active_deadline_s: float | None = None,
 ) -> dict[str, Any]:
+    """An experiment's Pod. ``active_deadline_s`` makes the kubelet stop it after that long
+    even if no daemon is left to do it (a daemon that died for good must not hold GPUs forever)."""
+    spec = pod_spec(
+        opts,
+        plan,
+        image=image,
+        secret_name=secret_name,
+        files_name=files_name,
+        restart_policy=restart_policy,
+    )
+    if active_deadline_s is not None:
+        spec["activeDeadlineSeconds"] = max(1, int(active_deadline_s))
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": _metadata(name, opts.namespace, labels, owner),
-        "spec": pod_spec(
-            opts,
-            plan,
-            image=image,
-            secret_name=secret_name,
-            files_name=files_name,
-            restart_policy=restart_policy,
-        ),
+        "spec": spec,
     }
 
 

@@ -271,6 +271,8 @@ class KubernetesBackend:
     ``context``. ``environ`` is where ``plan.env_from`` references are read (default: this
     process's environment). ``allow_host_paths`` lists node directories a spec may mount as
     ``modelCacheHostPath`` (none by default: a spec repository is untrusted input).
+    ``active_deadline_s`` is the pods' ``activeDeadlineSeconds``: the kubelet stops a pod after
+    that long even when no daemon is left to delete it.
     """
 
     kind = "kubernetes"
@@ -301,6 +303,7 @@ class KubernetesBackend:
         heartbeat_ttl_s: float = 45.0,
         restart_policy: str = "Never",
         tail_lines: int = DEFAULT_TAIL_LINES,
+        active_deadline_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.namespace = settings.namespace
@@ -325,6 +328,7 @@ class KubernetesBackend:
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.restart_policy = restart_policy
         self.tail_lines = tail_lines
+        self.active_deadline_s = active_deadline_s
         self.owner_name = f"autotuner-{spec_name}"[:63].rstrip("-")
         self._owner_uid: str | None = None
         self._names: dict[str, KubernetesDeployment] = {}
@@ -864,6 +868,7 @@ class KubernetesDeployment:
                 secret_name=self.secret_name,
                 files_name=self.files_name,
                 restart_policy=backend.restart_policy,
+                active_deadline_s=backend.active_deadline_s,
             )
             self._log_line(
                 f"creating pod {self._ns}/{self.name} (image {image}, "

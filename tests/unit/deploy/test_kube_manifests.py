@@ -165,7 +165,7 @@ def test_everything_the_backend_sends_validates(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setenv("HF_TOKEN", "hf_manifest_test_value")
     with fake_cluster(tmp_path / "cluster") as cluster:
-        backend = cluster.backend(FULL | {"access": "podIP", "modelCachePvc": None})
+        backend = cluster.backend(FULL | {"access": "podIP", "modelCachePvc": None}, active_deadline_s=4200.5)
         dep = backend.deploy(
             _plan(), name="exp-1", gpu_ids=[], log_path=tmp_path / "exp-1.log", labels={"autotuner.spec": "s"}
         )
@@ -174,6 +174,8 @@ def test_everything_the_backend_sends_validates(tmp_path: Path, monkeypatch: pyt
     assert sorted(o["kind"] for o in sent) == ["ConfigMap", "ConfigMap", "Pod", "Secret", "Service"]
     for obj in sent:
         validate(obj)
+    pod = next(o for o in sent if o["kind"] == "Pod")
+    assert pod["spec"]["activeDeadlineSeconds"] == 4200
 
 
 def test_the_docs_example_spec_is_valid_and_its_manifests_validate() -> None:
