@@ -714,8 +714,14 @@ class KubernetesDeployment:
             if self._start_error is not None:
                 raise self._start_error
             pod = self._read_pod()
+            if pod is None and not self._torn_down.is_set():
+                self._join_follower(timeout=1.0)
+                raise self._failure_now(
+                    "environment",
+                    f"pod {self._ns}/{self.name} was deleted by someone else before it was ready",
+                )
             if pod is not None:
-                self._assess(pod, ready=False, scheduling_late=time.monotonic() >= scheduling_deadline)
+                self._assess(pod, scheduling_late=time.monotonic() >= scheduling_deadline)
                 if _pod_ready(pod) and self._probe():
                     self._ready_restarts = int(_container_status(pod).get("restartCount") or 0)
                     return
@@ -961,10 +967,10 @@ class KubernetesDeployment:
             if quiet:
                 return self._pod
             raise EngineFailure("environment", exc.message, hint=exc.hint) from None
-        except KubernetesApiError:
+        except KubernetesApiError as exc:
             if quiet:
                 return self._pod
-            raise
+            raise EngineFailure("environment", exc.message, hint=exc.hint) from None
         self._pod = pod
         return dict(pod)
 
@@ -992,7 +998,7 @@ class KubernetesDeployment:
         finally:
             w.stop()
 
-    def _assess(self, pod: dict[str, Any], *, ready: bool, scheduling_late: bool) -> None:
+    def _assess(self, pod: dict[str, Any], *, scheduling_late: bool) -> None:
         """Raise the failure the pod's status shows, if it shows one."""
         status = pod.get("status") or {}
         cs = _container_status(pod)

@@ -442,3 +442,31 @@ def test_an_own_leftover_of_the_same_name_is_replaced(cluster: FakeCluster, tmp_
         )
     finally:
         dep.teardown()
+
+
+def test_a_pod_deleted_behind_our_back_is_an_environment_failure(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    backend = cluster.backend()
+    dep = _deploy(backend, standin_plan("never"), tmp_path)
+    try:
+        assert wait_for(lambda: cluster.kubelet.running_pids() != [], 10)
+        cluster.api.delete("pods", "default", "exp-1")
+        failure = _failure(dep)
+        assert failure.kind == "environment"
+        assert "deleted by someone else" in failure.message
+    finally:
+        dep.teardown()
+
+
+def test_an_api_outage_while_waiting_is_an_environment_failure(cluster: FakeCluster, tmp_path: Path) -> None:
+    backend = cluster.backend()
+    dep = _deploy(backend, standin_plan("never"), tmp_path)
+    try:
+        cluster.api.fail("GET", r"/pods/exp-1$", 503, count=100)
+        failure = _failure(dep)
+        assert failure.kind == "environment"
+        assert "get pods in namespace default still failed after 5 tries" in failure.message
+    finally:
+        cluster.api.faults.clear()
+        dep.teardown()
