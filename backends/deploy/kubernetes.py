@@ -36,8 +36,8 @@ Design decisions, and why:
   nvidia.com/gpu.``).
 * **Reaching the engine** (``access``): the Service's DNS name when the daemon runs in the
   cluster, the API server's port-forward when it runs outside (a local listener whose every
-  connection is a ``portforward`` stream of the client), or the pod IP (flat networks, and the
-  tests' fake kubelet, which runs pods on this host).
+  connection is a ``portforward`` stream of the client, on a client of its own: the client's
+  streaming swaps methods of the ``ApiClient`` it runs on), or the pod IP (flat networks).
 * **Environment.** The engine gets the plan's ``env`` and nothing of the daemon's environment;
   ``env_from`` values are read from the daemon's environment at deploy time into a Secret owned
   by the experiment's owner and referenced with ``secretKeyRef``. Values never go into labels,
@@ -1228,16 +1228,24 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return cond is not None and cond.get("status") == "True"
 
 
+#: ``kubernetes.stream`` patches the client it streams on while it sets a stream up (see below)
+_STREAM_LOCK = threading.Lock()
+
+
 class _PortForwarder:
     """``kubectl port-forward`` in-process: a listener on 127.0.0.1 whose every connection is piped
     through the API server's ``pods/portforward`` subresource (``kubernetes.stream.portforward``).
 
-    Not exercised by the tests (the fake API server has no WebSocket port-forward); it follows
-    the client's documented use (``examples/pod_portforward.py`` of kubernetes-client/python).
+    ``kubernetes.stream.portforward`` works by swapping the ``call_api`` of the ``ApiClient``
+    behind the method it is given for the duration of the call: on the shared client, every
+    other thread's request in that window would go out as a WebSocket (and fail). So streams
+    use a client of their own, one stream set up at a time (:data:`_STREAM_LOCK`).
     """
 
     def __init__(self, api: _Api, pod: str, namespace: str, port: int) -> None:
-        self._api = api
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(client.ApiClient(configuration=api.api_client.configuration))
         self._pod = pod
         self._ns = namespace
         self._port = port
@@ -1261,12 +1269,13 @@ class _PortForwarder:
         from kubernetes.stream import portforward
 
         try:
-            pf = portforward(
-                self._api.core.connect_get_namespaced_pod_portforward,
-                self._pod,
-                self._ns,
-                ports=str(self._port),
-            )
+            with _STREAM_LOCK:
+                pf = portforward(
+                    self._core.connect_get_namespaced_pod_portforward,
+                    self._pod,
+                    self._ns,
+                    ports=str(self._port),
+                )
             remote = pf.socket(self._port)
         except Exception as exc:
             log.warning("port-forward to %s/%s:%d failed: %s", self._ns, self._pod, self._port, exc)
@@ -1293,6 +1302,10 @@ class _PortForwarder:
         t.join(5)
         conn.close()
         remote.close()
+        # the client's proxy thread leaves the WebSocket's socket open when the server closes
+        # first (close() is a no-op once it is no longer "connected"); shutdown() closes it
+        with contextlib.suppress(Exception):
+            pf.websocket.shutdown()
 
     def close(self) -> None:
         self._closed.set()

@@ -40,15 +40,30 @@ def _shape(value: Any) -> Any:
     return type(value).__name__ if not isinstance(value, int | float) or isinstance(value, bool) else "number"
 
 
-def test_a_study_on_kubernetes_matches_the_local_backends_results(tmp_path: Path) -> None:
-    local = tmp_path / "local"
-    local.mkdir()
+@pytest.fixture(scope="module")
+def local_records(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], list[str]]:
+    local = tmp_path_factory.mktemp("local")
     (local / "spec.yaml").write_text(_spec(None))
     autotuner("run", "spec.yaml", "--results", "results", cwd=local)
+    best = sorted(p.name for p in (local / "results" / "e2e" / "best").iterdir())
+    return records(local / "results", "e2e"), best
 
+
+@pytest.mark.parametrize(
+    "access",
+    [
+        "podIP",
+        # what a daemon outside the cluster uses: every connection a port-forward through the API server
+        "auto",
+    ],
+)
+def test_a_study_on_kubernetes_matches_the_local_backends_results(
+    tmp_path: Path, access: str, local_records: tuple[list[dict[str, Any]], list[str]]
+) -> None:
+    theirs, best_local = local_records
     kube = tmp_path / "kube"
     kube.mkdir()
-    (kube / "spec.yaml").write_text(_spec("{kind: kubernetes, namespace: tuning, access: podIP}"))
+    (kube / "spec.yaml").write_text(_spec(f"{{kind: kubernetes, namespace: tuning, access: {access}}}"))
     with fake_cluster(tmp_path / "cluster") as cluster:
         env = {"KUBECONFIG": str(cluster.kubeconfig), "AUTOTUNER_KUBE_CONTEXT": cluster.context}
         proc = autotuner("run", "spec.yaml", "--results", "results", cwd=kube, env=env)
@@ -60,9 +75,10 @@ def test_a_study_on_kubernetes_matches_the_local_backends_results(tmp_path: Path
         assert cluster.kubelet.running_pids() == []
         owner = cluster.api.get("configmaps", "tuning", "autotuner-e2e")
         assert owner is not None
+        forwarded = cluster.api.count("GET", r"/portforward$", 101)
+        assert (forwarded > 0) == (access == "auto")
 
     ours = records(kube / "results", "e2e")
-    theirs = records(local / "results", "e2e")
     assert [r["id"] for r in ours] == ["0001", "0002", "0003", "0004"]
     assert all(r["state"] == "COMPLETE" for r in ours), [r.get("failure") for r in ours]
     assert {json.dumps(_shape(r), sort_keys=True) for r in ours} == {
@@ -75,7 +91,6 @@ def test_a_study_on_kubernetes_matches_the_local_backends_results(tmp_path: Path
             assert p["metrics"]["completed"] == 24 and p["metrics"]["failed"] == 0
         assert r["backend"]["kind"] == "kubernetes"
     best_kube = sorted(p.name for p in (kube / "results" / "e2e" / "best").iterdir())
-    best_local = sorted(p.name for p in (local / "results" / "e2e" / "best").iterdir())
     assert best_kube == best_local
     docs = list(yaml.safe_load_all((kube / "results" / "e2e" / "best" / "deployment.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["Deployment", "Service"]

@@ -17,6 +17,8 @@ implement follows the real API's wire behaviour closely enough for the client to
   ``timeoutSeconds``; ``410 Gone`` for a version older than the kept history;
 * garbage collection: deleting an object deletes the objects whose ``ownerReferences`` name its
   uid (background propagation);
+* ``pods/portforward`` over WebSocket (``v4.channel.k8s.io``, the protocol of the client's
+  ``kubernetes.stream.portforward``), forwarding to the pod's port on this host;
 * Status objects for errors, as the client expects (``kind: Status``, ``reason``, ``code``);
 * fault injection: :meth:`FakeKubeApiServer.fail` answers the next N matching requests with a
   429, 500, 403... (``Retry-After`` on 429), :meth:`FakeKubeApiServer.forbid` makes a verb on a
@@ -30,9 +32,14 @@ subresource.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
+import hashlib
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -562,6 +569,9 @@ class _Handler(BaseHTTPRequestHandler):
         if sub == "log":
             self._log(ns, name or "", query)
             return
+        if sub == "portforward" and (self.headers.get("Upgrade") or "").lower() == "websocket":
+            self._portforward(ns, name or "", query)
+            return
         if sub is not None:
             self._error(404, f"subresource {sub} is not implemented by the fake")
             return
@@ -685,6 +695,113 @@ class _Handler(BaseHTTPRequestHandler):
             api._emit("MODIFIED", plural, ns, obj)
             out = copy.deepcopy(obj)
         self._send(200, out)
+
+    def _portforward(self, ns: str, pod: str, query: dict[str, str]) -> None:
+        """``pods/portforward`` over WebSocket, channel protocol ``v4.channel.k8s.io`` (one port).
+
+        As the API server does: the first frame on the data channel (0) and on the error channel
+        (1) carries the port number (2 bytes, little-endian); then every binary frame is a
+        channel byte plus data. The fake connects to the pod IP (this host) on that port.
+        """
+        api = self.api
+        with api.lock:
+            obj = api.objects.get(("pods", ns, pod))
+        if obj is None:
+            self._error(404, f'pods "{pod}" not found', kind="pods", name=pod)
+            return
+        port = int(query.get("ports", "0").split(",")[0])
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+        self.end_headers()
+        self.wfile.flush()
+        with api.lock:
+            api.requests.append(Request("GET", urlsplit(self.path).path, 101))
+        self.close_connection = True
+        lock = threading.Lock()
+
+        def send(opcode: int, payload: bytes) -> None:
+            n = len(payload)
+            head = bytes([0x80 | opcode])
+            if n < 126:
+                head += bytes([n])
+            elif n < 65536:
+                head += bytes([126]) + struct.pack("!H", n)
+            else:
+                head += bytes([127]) + struct.pack("!Q", n)
+            with lock:
+                self.wfile.write(head + payload)
+                self.wfile.flush()
+
+        prefix = struct.pack("<H", port)
+        try:
+            send(0x2, b"\x00" + prefix)
+            send(0x2, b"\x01" + prefix)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError as exc:
+                send(0x2, b"\x01" + f"error forwarding port {port} to pod {pod}: {exc}".encode())
+                send(0x8, b"")
+                return
+            upstream.settimeout(None)
+
+            def pump() -> None:
+                try:
+                    while True:
+                        data = upstream.recv(65536)
+                        if not data:
+                            break
+                        send(0x2, b"\x00" + data)
+                except (OSError, ValueError):  # the client went, and the handler closed the stream
+                    return
+                with contextlib.suppress(OSError, ValueError):
+                    send(0x8, b"")
+
+            pumper = threading.Thread(target=pump, daemon=True)
+            pumper.start()
+            try:
+                while True:
+                    frame = self._read_frame()
+                    if frame is None:
+                        break
+                    opcode, payload = frame
+                    if opcode == 0x8:
+                        break
+                    if opcode == 0x9:
+                        send(0xA, payload)
+                    elif opcode in (0x1, 0x2) and payload and payload[0] == 0:
+                        upstream.sendall(payload[1:])
+            finally:
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_RDWR)
+                pumper.join(5)
+                upstream.close()
+        except (OSError, ValueError):
+            return
+
+    def _read_frame(self) -> tuple[int, bytes] | None:
+        """One client frame (masked, as clients must send them); ``None`` at the end of the stream."""
+        head = self.rfile.read(2)
+        if len(head) < 2:
+            return None
+        opcode = head[0] & 0x0F
+        n = head[1] & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self.rfile.read(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self.rfile.read(8))[0]
+        mask = self.rfile.read(4) if head[1] & 0x80 else b"\x00\x00\x00\x00"
+        data = self.rfile.read(n)
+        if not n:
+            return opcode, b""
+        key = (mask * (n // 4 + 1))[:n]
+        return opcode, (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
     def _log(self, ns: str, pod: str, query: dict[str, str]) -> None:
         api = self.api

@@ -22,11 +22,10 @@ Events, spelled as a real kubelet spells them:
   SIGKILL, then the object is removed.
 
 **Networking.** Every pod gets ``podIP: 127.0.0.1`` and its container listens on this host, on
-the port of its command line; the backend's ``podIP`` access mode reaches it there. This is
-where the fake stands in for the cluster network and for ``kubectl port-forward``: the Service's
-DNS name does not resolve here, and the port-forward subresource (a WebSocket stream through the
-API server) is not implemented, so those two access paths of the backend are not exercised by
-these tests.
+the port of its command line. The backend's ``podIP`` access mode reaches it there directly,
+and its ``portForward`` mode through the fake API server's WebSocket ``pods/portforward``,
+which connects to that same port (the stand-in for the kubelet's stream server). The Service's
+DNS name (``access: service``) does not resolve here, so that path is not exercised.
 
 **Images** are a table: image name → the local command that is its entrypoint, plus a map from
 program names the pod's arguments may start with (``autotuner``) to local commands, which is how

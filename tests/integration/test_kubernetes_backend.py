@@ -470,3 +470,20 @@ def test_an_api_outage_while_waiting_is_an_environment_failure(cluster: FakeClus
     finally:
         cluster.api.faults.clear()
         dep.teardown()
+
+
+def test_port_forward_reaches_the_engine_through_the_api_server(cluster: FakeCluster, tmp_path: Path) -> None:
+    """access: portForward (what auto picks outside the cluster): every connection to the local
+    listener is a WebSocket port-forward stream through the (fake) API server."""
+    backend = cluster.backend({"access": "portForward"})
+    dep = _deploy(backend, standin_plan("serve", ready_delay=0.5), tmp_path)
+    try:
+        dep.wait_ready(30)
+        assert dep.base_url.startswith("http://127.0.0.1:")
+        assert str(dep.plan.port) not in dep.base_url, "the local port is the forwarder's, not the pod's"
+        for _ in range(3):
+            assert http_status(dep.base_url + "/v1/models") == 200
+        assert cluster.api.count("GET", r"/pods/exp-1/portforward$", 101) >= 4
+    finally:
+        dep.teardown()
+    assert http_status(dep.base_url + "/health", timeout=1.0) is None
