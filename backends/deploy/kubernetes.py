@@ -142,23 +142,34 @@ class RetryPolicy:
 
 
 def _load_client(kubeconfig: str | None, context: str | None, in_cluster: bool | None) -> Any:
+    """An ``ApiClient`` from in-cluster credentials or the kubeconfig (``KUBECONFIG``, context).
+
+    urllib3's own retries are turned off: :class:`_Api` retries with backoff where that is
+    right, and urllib3 would also repeat a watch whose read timed out on purpose (four times
+    the wait before a cancel or a deadline is noticed).
+    """
     try:
         from kubernetes import client, config
     except ImportError:
         raise MissingExtraError("kubernetes", "kubernetes") from None
     if in_cluster is None:
         in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
-    if in_cluster:
-        config.load_incluster_config()
-        return client.ApiClient()
+    configuration = client.Configuration()
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
+        if in_cluster:
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
     except config.ConfigException as exc:
         raise UserError(
             f"no usable Kubernetes configuration: {exc}",
             hint="set KUBECONFIG (and AUTOTUNER_KUBE_CONTEXT for a context other than the current one), "
             "or run the daemon in the cluster with a service account (deploy/kubernetes/)",
         ) from None
+    configuration.retries = False
+    return client.ApiClient(configuration)
 
 
 def running_in_cluster() -> bool:
@@ -731,7 +742,7 @@ class KubernetesDeployment:
                 elif not scheduled:
                     deadline = max(deadline, time.monotonic() + interval)
             if time.monotonic() >= deadline:
-                self._join_follower()
+                # the engine still runs: its log streams in as it comes, there is no end to wait for
                 raise self._failure_now(
                     "readiness_timeout",
                     f"engine {self.name} was not ready after {timeout_s:g} s ({self._waiting_words(pod)})",
@@ -740,7 +751,7 @@ class KubernetesDeployment:
             left = max(0.0, deadline - time.monotonic())
             if pod is not None and not _pod_ready(pod):
                 # a watch wakes us at the pod's next change; short, so that cancel stays prompt
-                self._watch_change(pod, min(1.0, left))
+                self._watch_change(pod, min(1.0, max(0.2, 2 * interval), left))
             else:
                 waiter.wait(min(interval, left))
 
@@ -981,20 +992,26 @@ class KubernetesDeployment:
         from kubernetes import watch
 
         w = watch.Watch()
+        started = time.monotonic()
         try:
-            for _event in w.stream(
+            stream = w.stream(
                 self._api.core.list_namespaced_pod,
                 self._ns,
                 field_selector=f"metadata.name={self.name}",
                 resource_version=pod["metadata"]["resourceVersion"],
+                # the server's timeout is whole seconds; the client's read timeout ends it on time
                 timeout_seconds=max(1, int(timeout_s)),
-                _request_timeout=timeout_s + 5,
+                _request_timeout=max(0.1, timeout_s),
                 deserialize=False,
-            ):
+            )
+            for _event in stream:
                 break
-        except Exception as exc:  # 410 Gone, a dropped stream: the next GET catches up
+            stream.close()
+        except Exception as exc:  # 410 Gone, a dropped stream, the read timeout: the next GET catches up
             log.debug("watch of pod %s ended: %s", self.name, exc)
-            self._torn_down.wait(min(timeout_s, self._backend.poll_interval_s))
+            left = timeout_s - (time.monotonic() - started)
+            if left > 0:  # failed early (not the timeout): do not spin
+                self._torn_down.wait(min(left, self._backend.poll_interval_s))
         finally:
             w.stop()
 

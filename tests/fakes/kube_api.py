@@ -640,18 +640,17 @@ class _Handler(BaseHTTPRequestHandler):
         with api.lock:
             api.requests.append(Request("GET", urlsplit(self.path).path + "?watch", 200))
         try:
-            if first is not None:
-                self._chunk(json.dumps(first).encode() + b"\n")
-                for event in events:
-                    self._chunk(json.dumps(event).encode() + b"\n")
-        except _Gone:
-            self._chunk(
-                json.dumps({"type": "ERROR", "object": status_body(410, "Expired", "too old")}).encode()
-                + b"\n"
-            )
-        except (BrokenPipeError, ConnectionResetError):
+            try:
+                if first is not None:
+                    self._chunk(json.dumps(first).encode() + b"\n")
+                    for event in events:
+                        self._chunk(json.dumps(event).encode() + b"\n")
+            except _Gone:
+                gone = {"type": "ERROR", "object": status_body(410, "Expired", "too old")}
+                self._chunk(json.dumps(gone).encode() + b"\n")
+            self._chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped watching (its read timeout)
             return
-        self._chunk(b"")
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
