@@ -3,25 +3,27 @@
 * ``command.sh`` — the engine command line (an argument list, quoted for a shell only here);
 * ``docker-run.sh`` — ``docker run`` of the engine's image with the *container* arguments (the
   image's entrypoint already is the server; the original system doubled ``vllm serve``);
-* ``deployment.yaml`` — a Kubernetes Deployment + Service with the same arguments, GPU requests
-  and a readiness probe; secrets referenced from a Secret, never inlined;
+* ``deployment.yaml`` — a Kubernetes Deployment + Service built by the kubernetes backend's own
+  manifest builder (``backends.deploy.kube_manifests``): the pod the experiments ran in, with
+  start-up and readiness probes; secrets referenced from the Secret ``<spec>-env``, never inlined;
 * ``engine-args.json`` — the engine flags as data, plus the metrics that made it win;
 * ``pareto.json`` — every Pareto-optimal configuration when the spec has several objectives.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
-from typing import Any
 
 import yaml
 
 from backends.deploy.container import container_config, shell_join
+from backends.deploy.kube_manifests import deployment_objects
 from backends.engines import get_engine
 from backends.engines.base import LaunchPlan
 from specs.model import DockerBackend as DockerSettings
-from specs.model import EnvFrom, TuningSpec
+from specs.model import EnvFrom, KubernetesBackend, TuningSpec
 from specs.records import ExperimentRecord
 
 PORT = 8000
@@ -69,10 +71,6 @@ def docker_run(spec: TuningSpec, plan: LaunchPlan, gpus: int, image: str) -> str
         "# is $HF_CACHE (default ~/.cache/huggingface); secrets come from your environment.\n"
         'HF_CACHE="${HF_CACHE:-$HOME/.cache/huggingface}"\n' + docker_command(spec, plan, gpus, image) + "\n"
     )
-
-
-def _secret_name(var: str) -> str:
-    return var.lower().replace("_", "-")
 
 
 def env_lines(spec: TuningSpec) -> list[tuple[str, str | None]]:
@@ -155,55 +153,17 @@ def render(
 
 
 def _deployment(spec: TuningSpec, image: str, plan: LaunchPlan, gpus: int) -> str:
-    name = spec.name
-    env: list[dict[str, Any]] = []
-    for k, v in env_lines(spec):
-        if v is None:
-            env.append({"name": k, "valueFrom": {"secretKeyRef": {"name": _secret_name(k), "key": k}}})
-        else:
-            env.append({"name": k, "value": v})
-    container: dict[str, Any] = {
-        "name": "engine",
-        "image": image,
-        "args": plan.container_args,
-        "ports": [{"containerPort": PORT, "name": "http"}],
-        "readinessProbe": {"httpGet": {"path": plan.health_paths[0], "port": PORT}, "periodSeconds": 10},
-        "startupProbe": {
-            "httpGet": {"path": plan.health_paths[0], "port": PORT},
-            "periodSeconds": 10,
-            "failureThreshold": max(1, int(spec.spec.backend.startup_timeout // 10)),
-        },
-        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
-    }
-    if env:
-        container["env"] = env
-    if gpus:
-        resource = getattr(spec.spec.backend, "gpu_resource", "nvidia.com/gpu")
-        container["resources"] = {"limits": {resource: gpus}, "requests": {resource: gpus}}
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "autotuner"}
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [container],
-                    "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
-                },
-            },
-        },
-    }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "selector": {"app.kubernetes.io/name": name},
-            "ports": [{"port": PORT, "targetPort": "http"}],
-        },
-    }
-    return yaml.safe_dump_all([deployment, service], sort_keys=False)
+    """The same pod the experiments ran in (``backends.deploy.kube_manifests``), as a Deployment."""
+    backend = spec.spec.backend
+    opts = backend if isinstance(backend, KubernetesBackend) else KubernetesBackend(kind="kubernetes")
+    plan = dataclasses.replace(plan, gpus=gpus)
+    objects = deployment_objects(opts, plan, name=spec.name, image=image)
+    header = ""
+    if plan.env_from:
+        header = (
+            f"# The engine reads {', '.join(sorted(plan.env_from))} from the Secret {spec.name}-env:\n"
+            f"#   kubectl create secret generic {spec.name}-env "
+            + " ".join(f"--from-literal={k}=..." for k in sorted(plan.env_from))
+            + "\n"
+        )
+    return header + yaml.safe_dump_all(objects, sort_keys=False)

@@ -51,6 +51,7 @@ from backends.workloads import Workload
 from backends.workloads.selection import PromptDeal
 from core.clock import now
 from core.faults import crash_point
+from reconciler.artifacts import image_for
 from reconciler.study import Measurement
 from specs.errors import UserError
 from specs.model import TuningSpec
@@ -276,8 +277,10 @@ class ExperimentRunner:
                 started_at=started,
                 finished_at=now(),
             )
+        # a backend whose cluster schedules GPUs (kubernetes) takes no lease of ours
+        cluster_gpus = bool(getattr(self.backend, "schedules_gpus", False))
         try:
-            lease = self.leaser.acquire(self.devices_for(gpus), cancel=cancel)
+            lease = self.leaser.acquire(0 if cluster_gpus else self.devices_for(gpus), cancel=cancel)
         except InsufficientGpusError as exc:
             return Measurement(
                 state="FAILED",
@@ -302,11 +305,13 @@ class ExperimentRunner:
                 memory_mib=infos[0].memory_total_mib if infos else None,
             )
         # the backend says where the engine listens: loopback for a process, every address of a
-        # container's own network namespace (the backend publishes the port on loopback)
+        # container's or pod's own network namespace
         plan = self.engine.launch(
             self.launch_spec, config, host=self.backend.bind_host, port=free_port(self.host)
         )
-        plan = dataclasses.replace(plan, gpus=len(lease.ids))
+        plan = dataclasses.replace(
+            plan, gpus=gpus if cluster_gpus else len(lease.ids), image=image_for(self.spec, plan)
+        )
         name = self._name(config)
         m = Measurement(
             state="COMPLETE",

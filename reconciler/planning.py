@@ -7,6 +7,7 @@ and TPOT per engine class. It answers "minutes or days?", not "how many seconds"
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,7 @@ from backends.engines import get_engine
 from reconciler.artifacts import docker_command, image_for
 from specs.loader import LoadedSpec
 from specs.model import DockerBackend as DockerSettings
-from specs.model import FileDataset, SyntheticDataset, TuningSpec
+from specs.model import FileDataset, KubernetesBackend, SyntheticDataset, TuningSpec
 from specs.space import axes, feasible_count, grid, raw_size
 
 #: (start-up seconds, typical TTFT s, typical TPOT s) per engine; see the module docstring
@@ -60,6 +61,8 @@ class Plan:
     seconds_per_experiment: float
     seconds_total: float
     assumptions: list[str] = field(default_factory=list)
+    #: kubernetes specs: the objects the first experiment creates (Secret, ConfigMap, Pod, Service)
+    manifests: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,6 +146,9 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
             commands.append(
                 PlannedCommand(config=dict(config), argv=list(launch.argv), gpus=gpus, docker=docker)
             )
+    manifests: list[dict[str, Any]] = []
+    if isinstance(body.backend, KubernetesBackend) and commands:
+        manifests = first_experiment_manifests(spec, commands[0].config)
     per_exp, notes = estimate_experiment_seconds(spec)
     waves = math.ceil(experiments / body.search.parallelism)
     return Plan(
@@ -173,4 +179,55 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
         seconds_per_experiment=per_exp,
         seconds_total=per_exp * waves,
         assumptions=notes,
+        manifests=manifests,
     )
+
+
+def first_experiment_manifests(spec: TuningSpec, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the kubernetes backend will create for ``config``, from the backend's own builder.
+
+    The daemon adds what only it knows: the owner's ``ownerReference`` (its uid), the daemon and
+    incarnation labels, a free port, and the secret values (shown here as where they come from).
+    """
+    from backends.deploy import kube_manifests as km
+    from backends.deploy.kubernetes import L_DEPLOYMENT, L_SPEC, MANAGED_BY
+    from reconciler.artifacts import image_for
+
+    body = spec.spec
+    assert isinstance(body.backend, KubernetesBackend)
+    engine = get_engine(body.engine.name, body.engine.variant)
+    plan = engine.launch(spec, config, host="0.0.0.0", port=8000)
+    image = image_for(spec, plan) or "<set spec.engine.image>"
+    digest = hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()[:6]
+    name = f"{spec.name[:40].rstrip('-')}-{digest}-1"
+    labels = {
+        **MANAGED_BY,
+        L_SPEC: spec.name,
+        L_DEPLOYMENT: name,
+        "autotuner.spec": spec.name,
+        "autotuner.generation": spec.generation(),
+    }
+    ns = body.backend.namespace
+    secret_name = f"{name}-env" if plan.env_from else None
+    files_name = f"{name}-files" if plan.files else None
+    out: list[dict[str, Any]] = []
+    if secret_name is not None:
+        values = {k: f"<value of {src} in the daemon's environment>" for k, src in plan.env_from.items()}
+        out.append(km.secret_env(values, name=secret_name, namespace=ns, labels=labels))
+    if files_name is not None:
+        out.append(km.files_configmap(plan, name=files_name, namespace=ns, labels=labels))
+    out.append(
+        km.experiment_pod(
+            body.backend,
+            plan,
+            name=name,
+            image=image,
+            labels=labels,
+            secret_name=secret_name,
+            files_name=files_name,
+        )
+    )
+    out.append(
+        km.experiment_service(body.backend, plan, name=name, labels=labels, selector={L_DEPLOYMENT: name})
+    )
+    return out

@@ -36,8 +36,11 @@ class Session:
 
     def backend(self, loaded: LoadedSpec) -> DeployBackend:
         # one backend per distinct backend block: a container's settings (network, shm, volumes)
-        # belong to the backend, and specs that agree on them share one
+        # belong to the backend, and specs that agree on them share one; on Kubernetes one per
+        # spec and settings (namespace, scheduling options and the owner object are the spec's)
         kind = loaded.spec.spec.backend.model_dump_json()
+        if loaded.spec.spec.backend.kind == "kubernetes":
+            kind = f"kubernetes:{loaded.spec.name}:{kind}"
         with self.lock:
             if kind not in self.backends:
                 backend = make_backend(loaded.spec, self.state_dir, self.policy)

@@ -276,19 +276,84 @@ class DockerBackend(_BackendBase):
         return v
 
 
+class Toleration(_Strict):
+    """A pod toleration, as Kubernetes spells it."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: StrictInt | None = Field(default=None, alias="tolerationSeconds")
+
+
+class KubeResources(_Strict):
+    """CPU and memory (and any other non-GPU resource) of the engine container; the GPU
+    request comes from the parallel settings and ``gpuResource``."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
 class KubernetesBackend(_BackendBase):
     kind: Literal["kubernetes"]
     namespace: str = "default"
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
-    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = Field(default=None, description="A pod affinity block, as is.")
+    runtime_class_name: str | None = Field(default=None, alias="runtimeClassName")
+    image_pull_secrets: list[str] = Field(default_factory=list, alias="imagePullSecrets")
     gpu_resource: str = Field(default="nvidia.com/gpu", alias="gpuResource")
     service_account: str | None = Field(default=None, alias="serviceAccount")
     model_cache_pvc: str | None = Field(default=None, alias="modelCachePvc")
+    model_cache_host_path: str | None = Field(
+        default=None,
+        alias="modelCacheHostPath",
+        description="A node directory as the model cache; the daemon must allow it (see docs/backends.md).",
+    )
+    model_cache_path: str = Field(default="/root/.cache/huggingface", alias="modelCachePath")
+    resources: KubeResources = Field(default_factory=KubeResources)
+    shm_size: str = Field(default="16Gi", alias="shmSize")
+    access: Literal["auto", "service", "portForward", "podIP"] = Field(
+        default="auto",
+        description="How the daemon reaches the engine: the Service's DNS name (in the cluster), the API "
+        "server's port-forward (outside), or the pod IP; auto picks by where the daemon runs.",
+    )
+    scheduling_timeout: Duration = Field(default=300.0, alias="schedulingTimeout")
 
     @field_validator("namespace")
     @classmethod
     def _ns(cls, v: str) -> str:
         return _dns_label(v, "namespace")
+
+    @field_validator("service_account", "model_cache_pvc", "runtime_class_name")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return None if v is None else _dns_label(v, "name")
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, v: list[str]) -> list[str]:
+        return [_dns_label(s, "image pull secret") for s in v]
+
+    @field_validator("model_cache_host_path", "model_cache_path")
+    @classmethod
+    def _abs(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in v.split("/")):
+            raise ValueError(f"{v!r} must be an absolute path without '..'")
+        return v
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _resource(cls, v: str) -> str:
+        if not re.match(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", v):
+            raise ValueError(f"{v!r} is not a Kubernetes resource name, e.g. nvidia.com/gpu")
+        return v
+
+    @model_validator(mode="after")
+    def _one_cache(self) -> KubernetesBackend:
+        if self.model_cache_pvc and self.model_cache_host_path:
+            raise ValueError("give modelCachePvc or modelCacheHostPath, not both")
+        return self
 
 
 Backend = Annotated[LocalBackend | DockerBackend | KubernetesBackend, Field(discriminator="kind")]

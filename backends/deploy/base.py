@@ -254,8 +254,12 @@ class DeployBackend(Protocol):
       and :class:`~specs.errors.UserError` when a secret named in ``plan.env_from`` is not set
       in the daemon's environment (no experiment can run until the operator sets it).
     * ``gpu_ids`` come from a lease (``backends.deploy.leases``); the engine sees exactly those GPUs
-      and no others (``CUDA_VISIBLE_DEVICES`` for local and docker; the cluster's device
-      plugin assigns ``plan.gpus`` devices on Kubernetes, which has its own scheduler).
+      and no others (``CUDA_VISIBLE_DEVICES`` for local and docker). A backend whose cluster
+      schedules GPUs (Kubernetes: the device plugin assigns ``plan.gpus`` devices) sets the
+      class attribute ``schedules_gpus = True``: the runner then takes no lease, passes empty
+      ``gpu_ids`` (anything else is a ``ValueError``) and keeps ``plan.gpus`` as the request.
+      :attr:`bind_host` is the address the engine must listen on (loopback for a process,
+      ``0.0.0.0`` in a container or a pod, whose own network namespace is reached from outside).
     * ``plan.env`` is passed as is; ``plan.env_from`` (engine variable → daemon variable) is
       resolved at deploy time, and those values are treated as secrets: never written to a
       file the backend creates, and redacted from log tails.

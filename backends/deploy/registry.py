@@ -104,5 +104,29 @@ def _docker(request: BackendRequest) -> DeployBackend:
     )
 
 
+def _kubernetes(request: BackendRequest) -> DeployBackend:
+    import os
+
+    from backends.deploy.kubernetes import KubernetesBackend
+    from specs.model import KubernetesBackend as KubernetesSettings
+
+    spec = request.spec
+    settings = spec.spec.backend
+    assert isinstance(settings, KubernetesSettings)
+    host_paths = os.environ.get("AUTOTUNER_KUBERNETES_HOST_PATHS", "")
+    return KubernetesBackend(
+        settings,
+        spec_name=spec.name,
+        state_dir=request.state_dir,
+        kubeconfig=os.environ.get("KUBECONFIG") or None,
+        context=os.environ.get("AUTOTUNER_KUBE_CONTEXT") or None,
+        allow_host_paths=[p for p in host_paths.split(":") if p],
+        # a pod outlives no experiment by much, even when its daemon never comes back
+        active_deadline_s=spec.spec.search.experiment_timeout + 600,
+        policy=request.policy,
+    )
+
+
 register_backend(BackendType("local", _local))
 register_backend(BackendType("docker", _docker, extra="docker", module="docker"))
+register_backend(BackendType("kubernetes", _kubernetes, extra="kubernetes", module="kubernetes"))

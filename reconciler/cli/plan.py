@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "plan",
         help="dry run: search space, command lines, GPUs, time estimate",
         description="Show what a spec would run, without running anything: the size of the search space, "
-        "GPUs per experiment, the first engine command lines in full, and a rough time estimate.",
+        "GPUs per experiment, the first engine command lines in full, and a rough time estimate; for a "
+        "kubernetes spec also the manifests of its first experiment.",
     )
     p.add_argument("spec", metavar="SPEC", help="spec file")
     p.add_argument("-n", "--count", type=int, default=3, help="command lines to show (default 3)")
@@ -69,4 +70,12 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in plan.assumptions:
         print(f"  assumes {note}")
+    if plan.manifests:
+        import yaml
+
+        print(
+            "kubernetes manifests of the first experiment (the daemon adds its owner reference, its "
+            "daemon labels and a free port):"
+        )
+        print(yaml.safe_dump_all(plan.manifests, sort_keys=False), end="")
     return 0
