@@ -28,7 +28,7 @@ from backends.loadgen import TargetConfig, find_capacity, run_load_point, run_sy
 from backends.measure import LoadPointResult
 from backends.workloads import Workload
 from reconciler.leases import GpuLeaser, InsufficientGpusError
-from reconciler.study import Measurement, now
+from reconciler.study import LevelGate, Measurement, now
 from specs.model import TuningSpec
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord
 from specs.space import Config
@@ -146,6 +146,8 @@ class ExperimentRunner:
                 float(scale) if isinstance(scale, int | float) and not isinstance(scale, bool) else 1.0
             )
         self._counter_lock = threading.Lock()
+        #: the study's per-level decision (stop the levels, prune); set by whoever builds the study
+        self.level_gate: LevelGate | None = None
 
     # the engine runs on real devices unless it is the simulator, which only pretends to have GPUs
     def devices_for(self, gpus: int) -> int:
@@ -153,7 +155,9 @@ class ExperimentRunner:
 
     def can_run(self, config: Config) -> bool:
         """False for a configuration the engine would refuse (the study skips it unmeasured)."""
-        return not self.engine.config_problems(self.spec, config)
+        return not self.engine.config_problems(self.spec, config) and not self.engine.startup_problems(
+            self.spec, config
+        )
 
     def engine_flags(self, config: Config) -> dict[str, Any]:
         return dict(self.engine.resolve(self.spec, config))
@@ -241,6 +245,7 @@ class ExperimentRunner:
                 deployment,
                 cancel,
                 deadline,
+                config=config,
             )
             timings["benchmark_s"] = round(time.monotonic() - t, 3)
         except DeployCancelled:
@@ -275,12 +280,13 @@ class ExperimentRunner:
         deployment: Any,
         cancel: threading.Event,
         deadline: float,
+        config: Config | None = None,
     ) -> None:
         wl = self.body.workload
         target = TargetConfig(base_url=base_url, model=model, api=wl.api, ignore_eos=wl.ignore_eos)
         requests = self._requests(wl.requests_per_level)
         warmup_requests = self._requests(wl.warmup_requests)
-        seed = self.body.search.seed
+        seed = self.body.workload.seed
 
         def remaining() -> float | None:
             left = deadline - time.monotonic()
@@ -332,7 +338,7 @@ class ExperimentRunner:
                 if load.concurrency is not None
                 else [("request_rate", float(r)) for r in (load.request_rate or [])]
             )
-            for kind, value in levels:
+            for i, (kind, value) in enumerate(levels):
                 if cancel.is_set():
                     raise DeployCancelled("cancelled between load points")
                 if reset_path:
@@ -359,6 +365,18 @@ class ExperimentRunner:
                     raise deployment.failure(
                         "crashed", f"the engine died during the load point {kind}={value:g}"
                     )
+                verdict = (
+                    self.level_gate(config or {}, m.load_points, [v for _, v in levels[i + 1 :]])
+                    if self.level_gate is not None
+                    else None
+                )
+                if verdict is not None:
+                    if verdict.action == "prune":
+                        m.state = "PRUNED"
+                        m.failure = FailureRecord(kind="pruned", reason=verdict.reason)
+                    else:
+                        m.load_points[-1].notes.append(verdict.reason)
+                    break
         if load.capacity is not None:
             m.load_points = [_point(p, self.time_scale) for p in points]
         if not deployment.alive():

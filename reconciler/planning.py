@@ -24,6 +24,7 @@ TYPICAL: dict[str, tuple[float, float, float]] = {
     "trtllm": (300.0, 0.12, 0.02),
     "llamacpp": (5.0, 0.5, 0.05),
     "sim": (3.0, 0.1, 0.02),
+    "replay": (0.0, 0.0, 0.0),
 }
 
 

@@ -29,8 +29,8 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_HINT = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.I)
 
-ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "sim")
-EngineName = Literal["vllm", "sglang", "trtllm", "llamacpp", "sim"]
+ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "sim", "replay")
+EngineName = Literal["vllm", "sglang", "trtllm", "llamacpp", "sim", "replay"]
 Strategy = Literal["grid", "random", "tpe", "nsga2", "botorch"]
 
 QUANT_FIELDS = ("gemm_dtype", "kvcache_dtype", "attention_dtype", "moe_dtype")
@@ -414,9 +414,7 @@ class FileDataset(_Strict):
         default=None, alias="outputField", description="Per-row max output tokens."
     )
     output: LengthDist | None = Field(default=None, description="Output lengths when rows do not give them.")
-    sample: int | None = Field(
-        default=None, ge=1, description="Sample this many prompts (by the search seed)."
-    )
+    sample: int | None = Field(default=None, ge=1, description="Sample this many prompts (by workload.seed).")
     dedup: bool = True
 
     @model_validator(mode="after")
@@ -485,6 +483,12 @@ class WorkloadSpec(_Strict):
     request_timeout: Duration = Field(default=300.0, alias="requestTimeout")
     max_duration_per_level: Duration | None = Field(default=None, alias="maxDurationPerLevel")
     ignore_eos: bool = Field(default=True, alias="ignoreEos")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Seeds the synthetic prompts, file sampling and arrival times; apart from "
+        "search.seed, so that re-seeding the sampler keeps the workload (and what was measured).",
+    )
 
 
 # ------------------------------------------------------------------------------------ SLO, objectives
