@@ -354,6 +354,15 @@ class SearchSpec(_Strict):
         alias="includeDefault",
         description="Measure the engine's default configuration first, as the baseline of the report.",
     )
+    confirm_top: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        alias="confirmTop",
+        description="Re-measure the best this-many configurations once more at the end (outside "
+        "maxExperiments), so that the winner and its spread are confirmed; 2 is a good choice on "
+        "real GPUs, where measurements vary.",
+    )
     experiment_timeout: Duration = Field(default=3600.0, alias="experimentTimeout")
     parameters: dict[FlagName, ParamSpec] = Field(default_factory=dict)
     quantization: QuantizationSpec | None = None

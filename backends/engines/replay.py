@@ -186,8 +186,8 @@ class ReplayTable:
                 return Answer(
                     state="MISSING",
                     failure_reason=f"{len(at)} rows of {self.source} match {shown} at "
-                    f"{self.load_kind}={level:g}: they differ in {', '.join(others) or 'unnamed columns'}; fix "
-                    "those in engine.args or search them",
+                    f"{self.load_kind}={level:g}: they differ in {', '.join(others) or 'unnamed columns'}; "
+                    "fix those in engine.args or search them",
                 )
             points.append(at[0])
         return Answer(state="COMPLETE", points=points)
