@@ -57,6 +57,10 @@ class Plan:
     seconds_per_experiment: float
     seconds_total: float
     assumptions: list[str] = field(default_factory=list)
+    #: configurations (of the first 500 in grid order) a start-up rule or the memory pre-check
+    #: excludes, and a few of them with the reason: the study never runs these
+    excluded: int = 0
+    excluded_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -122,9 +126,17 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
     commands = []
     gpu_counts: set[int] = set()
     shown = 0
+    excluded = 0
+    examples: list[dict[str, Any]] = []
     for config in grid(spec, limit=500):
         if engine.config_problems(spec, config):
             continue  # the engine would refuse it: the study skips it too
+        refused = engine.startup_problems(spec, config)
+        if refused:
+            excluded += 1
+            if len(examples) < 3:
+                examples.append({"config": dict(config), "reason": refused[0].message})
+            continue
         gpus = engine.gpus_for(spec, config)
         gpu_counts.add(gpus)
         if shown < count:
@@ -161,4 +173,6 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
         seconds_per_experiment=per_exp,
         seconds_total=per_exp * waves,
         assumptions=notes,
+        excluded=excluded,
+        excluded_examples=examples,
     )

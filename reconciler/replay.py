@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import threading
 
-from backends.engines.replay import Answer, ReplayTable, fixed_params, spec_levels
+from backends.engines.replay import Answer, ReplayTable, canon, fixed_params, spec_levels
 from reconciler.study import LevelGate, Measurement, now
 from specs.model import Scalar, TuningSpec
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord
-from specs.space import Config
+from specs.space import Config, axes
 
 
 class ReplayExecutor:
@@ -36,7 +36,14 @@ class ReplayExecutor:
     def default_config(self) -> Config | None:
         """The default rows' values of the spec's axes, when the table marks a default."""
         params = self.table.default_params()
-        return None if params is None else {k: v for k, v in params.items() if k not in self.fixed}
+        if params is None:
+            return None
+        names = [a.name for a in axes(self.spec)]
+        if any(n not in params for n in names):
+            return None
+        if any(canon(params.get(k)) != canon(v) for k, v in self.fixed.items()):
+            return None  # engine.args fix a column away from the default: the default is not in this space
+        return {n: params[n] for n in names}
 
     def answer(self, config: Config, *, baseline: bool) -> Answer:
         if baseline and not config:
@@ -64,12 +71,22 @@ class ReplayExecutor:
             return m
         seconds = 0.0
         for i, row in enumerate(ans.points):
+            metrics = dict(row.metrics)
+            notes = [f"replayed from {row.where}"]
+            if metrics.get("completed") is None:
+                # a table without request counts: its rows are measurements that completed
+                metrics["completed"] = float(self.spec.spec.workload.requests_per_level)
+                notes.append("the table has no 'completed' count: requestsPerLevel assumed")
+            per_gpu = metrics.get("output_throughput_per_gpu")
+            if metrics.get("output_throughput") is None and per_gpu is not None:
+                # the summary level is picked by output_throughput
+                metrics["output_throughput"] = per_gpu * self.gpus
             point = LoadPointRecord(
                 load_kind=self.kind,
                 load_value=float(row.load_value or 0.0),
-                metrics=dict(row.metrics),
+                metrics=metrics,
                 source="replay",
-                notes=[f"replayed from {row.where}"],
+                notes=notes,
             )
             m.load_points.append(point)
             seconds += float(row.metrics.get("duration_s") or 0.0)

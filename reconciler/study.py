@@ -788,6 +788,15 @@ class Study:
                     continue
                 if config_hash(self.spec, self.engine_flags_of(cand), self.fingerprint) not in known:
                     return cand
+        # nothing close is left: any unmeasured point of a finite space, by the seed
+        if len(finite) == len(axes(self.spec)):
+            rest = list(itertools.islice(grid(self.spec), GRID_ENUMERATE))
+            rng.shuffle(rest)
+            for cand in rest:
+                if self._allowed(cand) and (
+                    config_hash(self.spec, self.engine_flags_of(cand), self.fingerprint) not in known
+                ):
+                    return cand
         return None
 
     def _update_incumbent(self, records: Sequence[ExperimentRecord]) -> None:

@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         config = ", ".join(f"{k}={v}" for k, v in cmd.config.items()) or "engine defaults"
         print(f"  [{i}] {config}  ({cmd.gpus} GPU)")
         print(f"      {cmd.shell}")
+    if plan.excluded:
+        print(f"excluded by start-up rules or the memory pre-check (never run): {plan.excluded}")
+        for ex in plan.excluded_examples:
+            config = ", ".join(f"{k}={v}" for k, v in ex["config"].items())
+            print(f"  - {config}: {ex['reason']}")
     print(
         f"time estimate: ~{format_duration(plan.seconds_per_experiment)} per experiment, "
         f"~{format_duration(plan.seconds_total)} in total"
