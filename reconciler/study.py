@@ -87,7 +87,7 @@ EXHAUSTED_AFTER = 60
 #: infeasible trials TPE ranks the ones that at least ran first
 FAIL_VIOLATION = 1000.0
 #: TPE's random start: the baseline and warm-start trials count toward it; fixed, see the docstring
-TPE_STARTUP_TRIALS = 10
+TPE_STARTUP_TRIALS = 5
 NSGA2_POPULATION = 10
 #: grid points enumerated at most to order the grid from the default
 GRID_ENUMERATE = 200_000
@@ -676,6 +676,22 @@ class Study:
                     if chash in measured:
                         reused += 1
                         finish(self._reuse(measured[chash], config, trial, baseline), trial)
+                        continue
+                    if baseline and config and not self.is_valid(config):
+                        # the engine default itself is predicted to fail (a 70B model at TP 1):
+                        # recorded as the comparison point, with the reason, but not run
+                        predicted = Measurement(
+                            state="FAILED",
+                            failure=FailureRecord(
+                                kind="invalid_config",
+                                reason="the engine default is excluded by a start-up rule or the memory "
+                                "pre-check (autotuner plan lists why); not run",
+                            ),
+                            started_at=now(),
+                        )
+                        finish(
+                            self._record(config, predicted, trial=trial, baseline=True, chash=chash), trial
+                        )
                         continue
                     self.progress(
                         "started",

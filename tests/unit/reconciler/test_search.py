@@ -232,3 +232,37 @@ def test_the_winner_is_confirmed_and_confirmations_are_not_ranked_nor_told(tmp_p
     # resuming does not re-measure them
     run_spec(loaded, ctx(tmp_path))
     assert len(ResultsStore(tmp_path / "results", "default-best").experiments()) == 8
+
+
+def test_no_run_is_spent_on_what_the_start_up_rules_or_memory_predict(tmp_path: Path) -> None:
+    """The 70B surface: a third of its configurations run out of memory on the sim; with the sim's
+    rules and memory pre-check the study spends no experiment on them, and the default (TP 1,
+    which cannot hold the weights) is recorded as the baseline's result without running."""
+    from backends.engines import get_engine
+
+    text = surface_spec("oom-70b", budget=15)
+    spec = load_spec_text(text).spec
+    data = spec.normalized()
+    data["spec"]["engine"] = {"name": "sim", "args": {"gpu": "a100-80g", "max-model-len": 8192}}
+    sim = TuningSpec.model_validate(data)
+    engine = get_engine("sim")
+    ex = ReplayExecutor(spec, load_table(SURFACES / "oom-70b.csv"))
+    store = ResultsStore(tmp_path, spec.name)
+    study = Study(
+        spec,
+        store,
+        ex,
+        workload_fingerprint="t",
+        workload_info={},
+        engine_flags_of=dict,
+        is_valid=lambda c: not engine.startup_problems(sim, c),
+        default_config=ex.default_config(),
+    )
+    ex.level_gate = study.level_gate
+    study.run()
+    records = store.experiments()
+    assert len(records) == 15
+    base = records[0]
+    assert base.baseline and base.state == "FAILED" and base.failure is not None
+    assert base.failure.reason.endswith("not run") and base.config["tensor-parallel-size"] == 1
+    assert all(r.state != "FAILED" for r in records[1:])
