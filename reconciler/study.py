@@ -87,7 +87,7 @@ EXHAUSTED_AFTER = 60
 #: infeasible trials TPE ranks the ones that at least ran first
 FAIL_VIOLATION = 1000.0
 #: TPE's random start: the baseline and warm-start trials count toward it; fixed, see the docstring
-TPE_STARTUP_TRIALS = 10
+TPE_STARTUP_TRIALS = 6
 NSGA2_POPULATION = 10
 #: grid points enumerated at most to order the grid from the default
 GRID_ENUMERATE = 200_000
