@@ -281,3 +281,43 @@ def _field_path(where: str) -> Path_:
         if where.startswith(prefix):
             return ("spec", *prefix.rstrip(".").split("."), where.removeprefix(prefix))
     return ("spec", "search")
+
+
+# --------------------------------------------------------------------------------------------- warnings
+
+#: configurations walked at most for the start-up warnings
+MAX_WARNING_WALK = 20_000
+
+
+def startup_warnings(loaded: LoadedSpec, *, gpu: str | None = None) -> list[SpecProblem]:
+    """Configurations the engine accepts as flags but would refuse at start-up, or that cannot fit
+    in memory (:mod:`backends.engines.startup`): a warning, not an error, since the rest of the
+    space runs and the study skips these unmeasured. One warning per spec, located at the search
+    axis the first such rule names, with the share of the space it excludes."""
+    from specs.space import grid
+
+    spec = loaded.spec
+    engine = get_engine(spec.spec.engine.name, spec.spec.engine.variant)
+    total = 0
+    refused: list[Rejection] = []
+    for config in itertools.islice(grid(spec), MAX_WARNING_WALK):
+        if engine.config_problems(spec, config):
+            continue
+        total += 1
+        found = engine.startup_problems(spec, config, gpu=gpu)
+        if found:
+            refused.append(found[0])
+    if not refused:
+        return []
+    first = refused[0]
+    names = set(spec.spec.search.parameters)
+    axis = next((f for f in first.fields if f in names), None)
+    path: Path_ = ("spec", "search", "parameters", axis) if axis else ("spec", "search")
+    example = first.message if len(first.message) <= 2 * _QUOTE else first.message[: 2 * _QUOTE - 3] + "..."
+    return [
+        loaded.problem(
+            path,
+            f"{len(refused)} of {total} configurations would be refused at start-up, e.g. {example}; "
+            "the search skips them",
+        )
+    ]

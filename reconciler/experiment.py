@@ -148,6 +148,9 @@ class LevelOutcome:
     reasons: tuple[str, ...]
     #: every level measured so far in this experiment, this one last
     points: tuple[LoadPointRecord, ...]
+    #: the fixed levels still to measure (empty in a capacity search, whose next level depends
+    #: on this one)
+    remaining: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,9 @@ class ExperimentRunner:
 
     def can_run(self, config: Config) -> bool:
         """False for a configuration the engine would refuse (the study skips it unmeasured)."""
-        return not self.engine.config_problems(self.spec, config)
+        return not self.engine.config_problems(self.spec, config) and not self.engine.startup_problems(
+            self.spec, config
+        )
 
     def engine_flags(self, config: Config) -> dict[str, Any]:
         return dict(self.engine.resolve(self.spec, config))
@@ -398,7 +403,7 @@ class ExperimentRunner:
     ) -> None:
         wl = self.body.workload
         target = TargetConfig(base_url=base_url, model=model, api=wl.api, ignore_eos=wl.ignore_eos)
-        seed = self.body.search.seed
+        seed = self.body.workload.seed
         deal = PromptDeal(self.workload.requests, seed=seed)
         slo = self.body.slo
 
@@ -502,12 +507,14 @@ class ExperimentRunner:
                         passed=passed,
                         reasons=tuple(reasons),
                         points=tuple(m.load_points),
+                        remaining=plan.remaining() if isinstance(plan, FixedLevels) else (),
                     )
                 )
                 if decision is not None:
                     record.notes.append(f"no further load levels: {decision.reason}")
                     if decision.prune:
                         m.state = "PRUNED"
+                        m.failure = FailureRecord(kind="pruned", reason=decision.reason)
                     break
         if isinstance(plan, Bisection) and plan.result.summary:
             m.load_points[-1].notes.append(f"capacity search: {plan.result.summary}")

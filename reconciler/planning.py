@@ -27,6 +27,7 @@ TYPICAL: dict[str, tuple[float, float, float]] = {
     "trtllm": (300.0, 0.12, 0.02),
     "llamacpp": (5.0, 0.5, 0.05),
     "sim": (3.0, 0.1, 0.02),
+    "replay": (0.0, 0.0, 0.0),
 }
 
 
@@ -63,6 +64,10 @@ class Plan:
     assumptions: list[str] = field(default_factory=list)
     #: kubernetes specs: the objects the first experiment creates (Secret, ConfigMap, Pod, Service)
     manifests: list[dict[str, Any]] = field(default_factory=list)
+    #: configurations (of the first 500 in grid order) a start-up rule or the memory pre-check
+    #: excludes, and a few of them with the reason: the study never runs these
+    excluded: int = 0
+    excluded_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,9 +136,17 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
     bind = "0.0.0.0" if bridged else host
     gpu_counts: set[int] = set()
     shown = 0
+    excluded = 0
+    examples: list[dict[str, Any]] = []
     for config in grid(spec, limit=500):
         if engine.config_problems(spec, config):
             continue  # the engine would refuse it: the study skips it too
+        refused = engine.startup_problems(spec, config)
+        if refused:
+            excluded += 1
+            if len(examples) < 3:
+                examples.append({"config": dict(config), "reason": refused[0].message})
+            continue
         gpus = engine.gpus_for(spec, config)
         gpu_counts.add(gpus)
         if shown < count:
@@ -180,6 +193,8 @@ def build_plan(loaded: LoadedSpec, *, count: int = 3, host: str = "127.0.0.1", p
         seconds_total=per_exp * waves,
         assumptions=notes,
         manifests=manifests,
+        excluded=excluded,
+        excluded_examples=examples,
     )
 
 

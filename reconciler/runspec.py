@@ -17,19 +17,23 @@ from backends.deploy.base import DeployBackend
 from backends.deploy.container import parse_volume
 from backends.deploy.leases import GpuLeaser
 from backends.deploy.registry import BackendRequest, get_backend
+from backends.engines import Engine, get_engine
+from backends.engines.replay import check_against, load_table, resolve_table, table_path
 from backends.workloads import build_workload
 from reconciler.artifacts import render
-from reconciler.experiment import ExperimentRunner
+from reconciler.experiment import ExperimentRunner, LevelHook, LevelOutcome, StopLevels
 from reconciler.logs import log_event
+from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.status import Phase, build_status
-from reconciler.study import Progress, Study, StudyOutcome
+from reconciler.study import Executor, LevelGate, Progress, Study, StudyOutcome
 from specs.errors import UserError
 from specs.loader import LoadedSpec
 from specs.model import TuningSpec
 from specs.policy import Policy
 from specs.ranking import best, pareto_front
 from specs.records import ExperimentRecord
+from specs.space import Config, axes, in_space
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,51 @@ class RunContext:
     on_change: Callable[[str], None] | None = None
     #: the operator's policy (dataset roots, engine environment); docs/security.md
     policy: Policy = field(default_factory=Policy)
+
+
+def default_config(spec: TuningSpec, engine: Engine) -> Config | None:
+    """The engine's default configuration in the space's terms, when the engine knows every
+    searched axis's default and the space holds it; else None (the baseline runs as ``{}``)."""
+    values = getattr(engine, "default_values", None)
+    if values is None:
+        return None
+    known = values(spec)
+    names = [a.name for a in axes(spec)]
+    if not names or not all(n in known for n in names):
+        return None
+    config = {n: known[n] for n in names}
+    return config if in_space(spec, config) else None
+
+
+def _gpu_key(spec: TuningSpec) -> str | None:
+    gpu = spec.spec.engine.args.get("gpu")
+    return str(gpu).lower() if gpu is not None else None
+
+
+def related_records(spec: TuningSpec, results_root: Path) -> list[ExperimentRecord]:
+    """COMPLETE experiments of *other* specs with the same model, engine and GPU: the warm start.
+    The GPU is the sim's or replay's ``engine.args.gpu``, else the recorded GPU model."""
+    out: list[ExperimentRecord] = []
+    if not results_root.is_dir():
+        return out
+    model = spec.spec.model.id
+    engine = spec.spec.engine.name
+    gpu = _gpu_key(spec)
+    for folder in sorted(results_root.iterdir()):
+        if folder.name == spec.name or not (folder / "experiments").is_dir():
+            continue
+        try:
+            records = ResultsStore(results_root, folder.name).experiments()
+        except (OSError, ValueError):
+            continue  # another spec's unreadable results are its own problem, not this study's
+        for r in records:
+            if r.state != "COMPLETE" or r.engine.get("name") != engine or r.model.get("id") != model:
+                continue
+            theirs = r.gpu.model.lower().split(" (")[0] if r.gpu.model else None
+            if gpu is not None and theirs is not None and theirs != gpu:
+                continue
+            out.append(r)
+    return out
 
 
 def write_best(spec: TuningSpec, store: ResultsStore, records: list[ExperimentRecord]) -> bool:
@@ -129,29 +178,54 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         if write_status(spec, store, ctx, "suspended", "spec.suspend is true: no new experiments"):
             _changed(ctx, spec.name)
         return None
+    engine = get_engine(spec.spec.engine.name, spec.spec.engine.variant)
+    replay: ReplayExecutor | None = None
     try:
         workload = build_workload(
             spec.spec.workload.dataset,
-            seed=spec.spec.search.seed,
+            seed=spec.spec.workload.seed,
             base_dir=ctx.base_dir,
             cache_dir=ctx.state_dir / "datasets",
             roots=ctx.policy.data_roots_for(ctx.base_dir),
         )
-        backend = ctx.backend or make_backend(spec, ctx.state_dir, ctx.policy)
+        if spec.spec.engine.name == "replay":
+            table = load_table(resolve_table(spec, ctx.base_dir), label=table_path(spec))
+            problems = check_against(loaded, table)
+            if problems:
+                raise UserError("\n".join(str(p) for p in problems))
+            replay = ReplayExecutor(spec, table)
+        else:
+            backend = ctx.backend or make_backend(spec, ctx.state_dir, ctx.policy)
     except UserError as exc:
         write_status(spec, store, ctx, "stalled", str(exc), reason="InvalidInput")
         _changed(ctx, spec.name)
         raise
-    runner = ExperimentRunner(
-        spec,
-        backend=backend,
-        leaser=ctx.leaser,
-        workload=workload,
-        logs_dir=ctx.state_dir / "logs" / spec.name,
-        progress=ctx.progress,
-        base_dir=ctx.base_dir,
-    )
-    (ctx.state_dir / "logs" / spec.name).mkdir(parents=True, exist_ok=True)
+    executor: Executor
+    if replay is not None:
+        executor = replay
+        defaults = replay.default_config()
+        if defaults is not None and not in_space(spec, defaults):
+            defaults = None
+
+        def flags_of(config: Config) -> dict[str, Any]:
+            return engine.resolve(spec, config)
+
+        def valid(config: Config) -> bool:
+            return True
+
+    else:
+        runner = ExperimentRunner(
+            spec,
+            backend=backend,
+            leaser=ctx.leaser,
+            workload=workload,
+            logs_dir=ctx.state_dir / "logs" / spec.name,
+            progress=ctx.progress,
+            base_dir=ctx.base_dir,
+        )
+        (ctx.state_dir / "logs" / spec.name).mkdir(parents=True, exist_ok=True)
+        executor, flags_of, valid = runner, runner.engine_flags, runner.can_run
+        defaults = default_config(spec, engine)
     lock = threading.Lock()
 
     def on_record(record: ExperimentRecord) -> None:
@@ -179,15 +253,22 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
     study = Study(
         spec,
         store,
-        runner,
+        executor,
         workload_fingerprint=workload.fingerprint,
         workload_info=workload_info,
-        engine_flags_of=runner.engine_flags,
-        is_valid=runner.can_run,
+        engine_flags_of=flags_of,
+        is_valid=valid,
         progress=ctx.progress,
         on_record=on_record,
         stop=ctx.stop,
+        default_config=defaults,
+        warm_start=related_records(spec, ctx.results_root),
     )
+    # the executor asks the study's level gate after each load level (stop levels, prune)
+    if isinstance(executor, ReplayExecutor):
+        executor.level_gate = study.level_gate
+    elif isinstance(executor, ExperimentRunner):
+        executor.on_level = gate_hook(study.level_gate)
     if write_status(spec, store, ctx, "running", progress_message(spec, store.experiments())):
         _changed(ctx, spec.name)
     log_event(
@@ -248,3 +329,15 @@ def describe_record(name: str, record: ExperimentRecord) -> str:
 def _changed(ctx: RunContext, name: str, record: ExperimentRecord | None = None) -> None:
     if ctx.on_change is not None:
         ctx.on_change(f"{name}: status" if record is None else describe_record(name, record))
+
+
+def gate_hook(gate: LevelGate) -> LevelHook:
+    """The study's level gate as the experiment runner's per-level hook."""
+
+    def hook(outcome: LevelOutcome) -> StopLevels | None:
+        verdict = gate(outcome.config, list(outcome.points), list(outcome.remaining))
+        if verdict is None:
+            return None
+        return StopLevels(verdict.reason, prune=verdict.action == "prune")
+
+    return hook

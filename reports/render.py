@@ -332,6 +332,7 @@ def recommendation_view(spec: SpecResults, rec: Recommendation) -> dict[str, Any
         "gains": gains,
         "margins": margins,
         "baseline_note": rec.baseline_note,
+        "headline": rec.headline,
         "commands": commands,
         "commands_note": note,
         "alternatives": alternatives,

@@ -30,8 +30,8 @@ KIND = "TuningSpec"
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "sim")
-EngineName = Literal["vllm", "sglang", "trtllm", "llamacpp", "sim"]
+ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "sim", "replay")
+EngineName = Literal["vllm", "sglang", "trtllm", "llamacpp", "sim", "replay"]
 Strategy = Literal["grid", "random", "tpe", "nsga2", "botorch"]
 
 QUANT_FIELDS = ("gemm_dtype", "kvcache_dtype", "attention_dtype", "moe_dtype")
@@ -517,6 +517,15 @@ class SearchSpec(_Strict):
         alias="includeDefault",
         description="Measure the engine's default configuration first, as the baseline of the report.",
     )
+    confirm_top: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        alias="confirmTop",
+        description="Re-measure the best this-many configurations once more at the end (outside "
+        "maxExperiments), so that the winner and its spread are confirmed; 2 is a good choice on "
+        "real GPUs, where measurements vary.",
+    )
     experiment_timeout: Duration = Field(default=3600.0, alias="experimentTimeout")
     parameters: dict[FlagName, ParamSpec] = Field(default_factory=dict)
     quantization: QuantizationSpec | None = None
@@ -578,7 +587,7 @@ class FileDataset(_Strict):
     )
     output: LengthDist | None = Field(default=None, description="Output lengths when rows do not give them.")
     sample: int | None = Field(
-        default=None, ge=1, le=1_000_000, description="Sample this many prompts (by the search seed)."
+        default=None, ge=1, le=1_000_000, description="Sample this many prompts (by workload.seed)."
     )
     dedup: bool = True
 
@@ -664,6 +673,13 @@ class WorkloadSpec(_Strict):
         ge=1,
         le=64,
         description="Load generator processes per load point; default: from the free cores and the load.",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seeds the synthetic prompts, file sampling and arrival times; apart from "
+        "search.seed, so that re-seeding the sampler keeps the workload (and what was measured).",
     )
 
 

@@ -17,6 +17,7 @@ def rankable(records: Sequence[ExperimentRecord]) -> list[ExperimentRecord]:
         r
         for r in records
         if r.state == "COMPLETE"
+        and r.confirms is None
         and r.feasible
         and r.objectives
         and all(o.value is not None for o in r.objectives)

@@ -138,6 +138,9 @@ class ExperimentRecord(_Record):
     started_at: str | None = Field(default=None, alias="startedAt")
     finished_at: str | None = Field(default=None, alias="finishedAt")
     reused_from: str | None = Field(default=None, alias="reusedFrom")
+    #: a re-measurement of that experiment's configuration at the end of the study
+    #: (``search.confirmTop``): evidence of its spread, not a new configuration
+    confirms: str | None = None
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

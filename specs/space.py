@@ -94,3 +94,33 @@ def feasible_count(spec: TuningSpec, *, cap: int = 200_000) -> int | None:
     if math.isinf(size) or size > cap:
         return None
     return sum(1 for _ in grid(spec))
+
+
+def _same(a: Scalar, b: Scalar) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def in_space(spec: TuningSpec, config: dict[str, Scalar]) -> bool:
+    """True when ``config`` names exactly the spec's axes and each value is one the axis can take
+    (a listed value, or a number inside a range on its step), so it can be told to a sampler."""
+    ax = axes(spec)
+    if set(config) != {a.name for a in ax}:
+        return False
+    for a in ax:
+        v = config[a.name]
+        if a.values is not None:
+            if not any(_same(v, w) for w in a.values):
+                return False
+            continue
+        p = a.param
+        if p is None or p.low is None or p.high is None or isinstance(v, bool | str):
+            return False
+        if not p.low <= v <= p.high:
+            return False
+        if p.is_int and not float(v).is_integer():
+            return False
+    return True

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from backends.engines.base import ConfigRejected, Engine, FlagTable, LaunchPlan, Rejection, load_flag_table
 from backends.engines.llamacpp import LlamacppEngine, LlamaServerEngine
+from backends.engines.replay import ReplayEngine
 from backends.engines.sglang import SglangEngine
 from backends.engines.sim import SimEngine
 from backends.engines.trtllm import TrtllmEngine
@@ -26,6 +27,7 @@ ENGINES: dict[str, Callable[[str | None], Engine]] = {
     "trtllm": lambda variant: TrtllmEngine(),
     "llamacpp": lambda variant: LlamaServerEngine() if variant == "native" else LlamacppEngine(variant),
     "sim": lambda variant: SimEngine(),
+    "replay": lambda variant: ReplayEngine(),
 }
 
 

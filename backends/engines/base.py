@@ -196,6 +196,14 @@ class Engine(Protocol):
         support, a flag set twice); empty when it can."""
         ...
 
+    def startup_problems(
+        self, spec: TuningSpec, config: Mapping[str, Scalar], *, gpu: str | None = None
+    ) -> list[Rejection]:
+        """Why the engine would refuse this configuration when it starts, or could not fit it in
+        memory (:mod:`backends.engines.startup`), each naming its source; ``gpu`` is a GPU name
+        of the simulator's catalog when known. Empty when nothing predicts a failure."""
+        ...
+
     def rule_flags(self) -> frozenset[str]:
         """Canonical names of engine flags that :meth:`config_problems` or :meth:`gpus_for` read
         (raw parallel flags, flags that quantization rules depend on)."""

@@ -200,6 +200,26 @@ class TableEngine(abc.ABC):
     def reserved_message(self, canonical: str) -> str:
         return f"{self.spell(canonical)} cannot be set here: {self.reserved()[canonical]}"
 
+    def startup_problems(
+        self, spec: TuningSpec, config: Mapping[str, Scalar], *, gpu: str | None = None
+    ) -> list[Rejection]:
+        built = self._build(spec, config)
+        if built.invalid or built.rejections:
+            return []
+        return self.startup_rules(spec, built.flags, gpu)
+
+    def default_values(self, spec: TuningSpec) -> dict[str, Scalar]:
+        """The engine's own defaults by flag or axis name, where they do not depend on the host:
+        the baseline is then told to the sampler as that point of the space. Empty (unknown)
+        for engines whose defaults vary with the GPU or version (vLLM, SGLang, TensorRT-LLM)."""
+        return {}
+
+    def startup_rules(
+        self, spec: TuningSpec, flags: Mapping[str, Scalar], gpu: str | None
+    ) -> list[Rejection]:
+        """This engine's start-up rules on the resolved flags (see :mod:`backends.engines.startup`)."""
+        return []
+
     def rule_flags(self) -> frozenset[str]:
         names: set[str] = set(self.extra_rule_flags())
         for flags in parallel.owned_flags(self.name).values():

@@ -9,8 +9,12 @@ means "leave the flag out", which is SGLang's default for every boolean it has.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from backends.engines import startup
+from backends.engines.base import Rejection
 from backends.engines.common import TableEngine
-from specs.model import TuningSpec
+from specs.model import Scalar, TuningSpec
 
 
 class SglangEngine(TableEngine):
@@ -35,6 +39,11 @@ class SglangEngine(TableEngine):
             "tokenizer-path": "set spec.model.tokenizer instead",
             "revision": "set spec.model.revision instead",
         }
+
+    def startup_rules(
+        self, spec: TuningSpec, flags: Mapping[str, Scalar], gpu: str | None
+    ) -> list[Rejection]:
+        return startup.sglang_rules(flags)
 
     def model_argv(self, spec: TuningSpec) -> list[str]:
         model = spec.spec.model

@@ -15,8 +15,12 @@ runs ``trtllm-serve`` itself. There is no prefix-cache reset endpoint.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from backends.engines import startup
+from backends.engines.base import Rejection
 from backends.engines.common import TableEngine
-from specs.model import TuningSpec
+from specs.model import Scalar, TuningSpec
 
 
 class TrtllmEngine(TableEngine):
@@ -61,6 +65,11 @@ class TrtllmEngine(TableEngine):
 
     def extra_rule_flags(self) -> frozenset[str]:
         return frozenset({"backend", "kv_cache_free_gpu_memory_fraction", "extra_llm_api_options"})
+
+    def startup_rules(
+        self, spec: TuningSpec, flags: Mapping[str, Scalar], gpu: str | None
+    ) -> list[Rejection]:
+        return startup.trtllm_rules(flags)
 
     def model_argv(self, spec: TuningSpec) -> list[str]:
         model = spec.spec.model

@@ -12,10 +12,13 @@ backend says.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
+from backends.engines import startup
+from backends.engines.base import Rejection
 from backends.engines.common import TableEngine
-from specs.model import TuningSpec
+from specs.model import Scalar, TuningSpec
 
 
 class VllmEngine(TableEngine):
@@ -41,6 +44,16 @@ class VllmEngine(TableEngine):
             "tokenizer": "set spec.model.tokenizer instead",
             "revision": "set spec.model.revision instead",
         }
+
+    def startup_rules(
+        self, spec: TuningSpec, flags: Mapping[str, Scalar], gpu: str | None
+    ) -> list[Rejection]:
+        out = startup.vllm_rules(flags, spec.spec.model.id)
+        if not out and gpu is not None:
+            oom = startup.memory_problem(startup.sim_argv(spec.spec.model.id, gpu, flags))
+            if oom is not None:
+                out.append(oom)
+        return out
 
     def model_argv(self, spec: TuningSpec) -> list[str]:
         model = spec.spec.model

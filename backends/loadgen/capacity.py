@@ -107,6 +107,10 @@ class FixedLevels:
     def next_level(self) -> float | None:
         return self._levels[self._i] if self._i < len(self._levels) else None
 
+    def remaining(self) -> tuple[float, ...]:
+        """The levels not measured yet (after :meth:`record` of the current one: those after it)."""
+        return tuple(self._levels[self._i :])
+
     def record(self, point: LoadPointResult, ok: bool, reasons: list[str]) -> None:
         self._i += 1
 

@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"      {cmd.shell}")
         if cmd.docker is not None:
             print(f"      in a container: {cmd.docker}")
+    if plan.excluded:
+        print(f"excluded by start-up rules or the memory pre-check (never run): {plan.excluded}")
+        for ex in plan.excluded_examples:
+            config = ", ".join(f"{k}={v}" for k, v in ex["config"].items())
+            print(f"  - {config}: {ex['reason']}")
     print(
         f"time estimate: ~{format_duration(plan.seconds_per_experiment)} per experiment, "
         f"~{format_duration(plan.seconds_total)} in total"

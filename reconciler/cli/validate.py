@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 
 def run(args: argparse.Namespace) -> int:
+    from backends.validation import startup_warnings
     from reconciler.checking import check_paths
     from reconciler.cli._common import fail
     from reconciler.cli.daemon import ConfigError, load_policy_arg
@@ -61,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
     for path, result in results:
         if isinstance(result, SpecError):
             print_problems(result.problems)
-        elif not args.quiet:
+            continue
+        if not args.quiet:
             print(f"{path}: ok ({result.name}, generation {result.spec.generation()})")
+        for warning in startup_warnings(result):
+            print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet or invalid:
         n = sum(len(r.problems) for _, r in invalid)
         summary = f"{len(results)} file(s): {len(results) - len(invalid)} valid, {len(invalid)} invalid"

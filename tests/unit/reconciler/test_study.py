@@ -110,7 +110,9 @@ def test_tpe_study_runs_the_budget_and_tells_failures(tmp_path: Path) -> None:
     for r in records:
         t = by_trial[r.trial]  # type: ignore[index]
         if r.state == "FAILED":
-            assert t.state == TrialState.FAIL and t.values is None
+            # a configuration failure is learned: an infeasible PRUNED trial, never a score
+            assert t.state == TrialState.PRUNED and t.values is None
+            assert t.constraints["failed"] > 0
         else:
             assert t.state == TrialState.COMPLETE
             assert t.values == [r.objectives[0].value]

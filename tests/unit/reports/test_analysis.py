@@ -222,3 +222,27 @@ def test_objectives_and_bounds_come_from_the_records_when_status_is_missing(
     bounds = {b.metric: b for b in slo_bounds(records)}
     assert bounds["ttft_p90_ms"].max == 800.0 and bounds["ttft_p90_ms"].hard
     assert not bounds["tpot_p99_ms"].hard and bounds["tpot_p99_ms"].weight == 2.0
+
+
+def test_headline_states_gain_and_cost_and_respects_the_spread(records: list[ExperimentRecord]) -> None:
+    recs = current(records)
+    rec = recommend.recommend(recs, [THROUGHPUT])
+    assert rec is not None and rec.gains[0].gain is not None and rec.gains[0].gain > 0
+    assert rec.experiments == len(recs) and rec.spread is None
+    assert rec.headline is not None and rec.headline.startswith("Beats the engine default by ")
+    assert f"found in {len(recs)} experiments" in rec.headline
+    # a re-measurement of the winner that differs by more than its gain: not a claimed improvement
+    top = rec.record
+    raw = top.objectives[0].raw or 0.0
+    far = raw * (1 - 2 * rec.gains[0].gain)
+    again = top.model_copy(
+        update={
+            "id": "9999",
+            "confirms": top.id,
+            "objectives": [top.objectives[0].model_copy(update={"raw": far, "value": far})],
+        }
+    )
+    rec = recommend.recommend([*recs, again], [THROUGHPUT])
+    assert rec is not None and rec.record.id == top.id  # confirmations are not ranked
+    assert rec.experiments == len(recs) and rec.spread is not None and rec.spread > rec.gains[0].gain  # type: ignore[operator]
+    assert rec.headline is not None and rec.headline.startswith("Within measurement spread")

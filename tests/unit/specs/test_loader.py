@@ -57,11 +57,11 @@ def test_size_limit() -> None:
 def test_yaml_merge_keys_work() -> None:
     text = (
         GOOD.replace("  workload:\n", "  workload:\n")
-        .replace("input: {mean: 512, stddev: 64}", "input: &len {mean: 512, stddev: 64}")
+        .replace("input: {mean: 1024, stddev: 128}", "input: &len {mean: 1024, stddev: 128}")
         .replace("output: {mean: 128}", "output: {<<: *len, mean: 128}")
     )
     loaded = load_spec_text(text)
-    assert loaded.spec.spec.workload.dataset.output.stddev == 64  # type: ignore[union-attr]
+    assert loaded.spec.spec.workload.dataset.output.stddev == 128  # type: ignore[union-attr]
 
 
 def test_generation_ignores_suspend_and_report_but_not_search() -> None:
