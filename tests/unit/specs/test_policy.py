@@ -25,9 +25,12 @@ def with_env(env: str) -> str:
     return GOOD.replace("  engine:\n", f"  engine:\n    env: {env}\n", 1)
 
 
-def test_the_examples_pass_the_default_policy_except_host_mounts() -> None:
+def test_the_examples_pass_the_default_policy_but_a_host_mount_does_not() -> None:
     assert refused(GOOD) == []
-    [problem] = refused(DOCKER)
+    assert refused(DOCKER) == []
+    mounted = DOCKER.replace("    kind: docker\n", "    kind: docker\n    volumes: ['/srv/models:/models:ro']\n", 1)
+    assert mounted != DOCKER
+    [problem] = refused(mounted)
     assert "spec.backend.volumes[0]" in problem and "volumeRoots" in problem
 
 
@@ -70,7 +73,7 @@ def test_dataset_and_model_paths_stay_inside_the_checkout(tmp_path: Path) -> Non
     (checkout / "data").mkdir(parents=True)
     (checkout / "data" / "ok.jsonl").write_text('{"prompt": "hi"}\n')
     (checkout / "data" / "evil.jsonl").symlink_to("/etc/passwd")
-    dataset = "dataset: {kind: synthetic, input: {mean: 512, stddev: 64}, output: {mean: 128}}"
+    dataset = "dataset: {kind: synthetic, input: {mean: 1024, stddev: 128}, output: {mean: 128}}"
     assert dataset in GOOD
 
     def path_spec(path: str) -> str:
@@ -105,7 +108,7 @@ def test_kubernetes_namespaces_service_accounts_and_claims() -> None:
 
 
 def test_dataset_urls() -> None:
-    dataset = "dataset: {kind: synthetic, input: {mean: 512, stddev: 64}, output: {mean: 128}}"
+    dataset = "dataset: {kind: synthetic, input: {mean: 1024, stddev: 128}, output: {mean: 128}}"
     text = GOOD.replace(
         dataset, "dataset: {kind: jsonl, url: 'https://intranet.example/x.jsonl', output: {mean: 8}}"
     )
