@@ -28,7 +28,8 @@ def with_env(env: str) -> str:
 def test_the_examples_pass_the_default_policy_but_a_host_mount_does_not() -> None:
     assert refused(GOOD) == []
     assert refused(DOCKER) == []
-    mounted = DOCKER.replace("    kind: docker\n", "    kind: docker\n    volumes: ['/srv/models:/models:ro']\n", 1)
+    volume = "    volumes: ['/srv/models:/models:ro']\n"
+    mounted = DOCKER.replace("    kind: docker\n", "    kind: docker\n" + volume, 1)
     assert mounted != DOCKER
     [problem] = refused(mounted)
     assert "spec.backend.volumes[0]" in problem and "volumeRoots" in problem
