@@ -63,7 +63,7 @@ from core.clock import now
 from core.faults import crash_point
 from reconciler import __version__
 from reconciler.results import ResultsStore
-from specs.errors import MissingExtraError
+from specs.errors import FAILURE_HINTS, HostUnavailable, MissingExtraError
 from specs.model import ParamSpec, Scalar, TuningSpec
 from specs.ranking import best as best_record
 from specs.ranking import rankable
@@ -148,6 +148,12 @@ class StudyOutcome:
     exhausted: bool
     interrupted: bool
     best: ExperimentRecord | None
+
+
+def _host_failed(r: ExperimentRecord) -> bool:
+    """The experiment failed on the environment's side: it counts for nothing (budget, sampler
+    history of this generation, reuse)."""
+    return r.state == "FAILED" and r.failure is not None and failure_side(r.failure.kind) == "environment"
 
 
 def _reusable(r: ExperimentRecord) -> bool:
@@ -634,15 +640,19 @@ class Study:
             if _reusable(r):
                 measured.setdefault(r.config_hash, r)
         # this generation's records by configuration: a resampled configuration is answered from here
-        gen_by_hash = {r.config_hash: r for r in records}
+        # an environment failure says nothing about its configuration and spent no budget: the
+        # configuration is measured again once the host can run it
+        counted = [r for r in records if not _host_failed(r)]
+        gen_by_hash = {r.config_hash: r for r in counted}
         budget = self.search.max_experiments
-        done = len([r for r in records if r.confirms is None])
-        failed = len([r for r in records if r.state == "FAILED"])
+        done = len([r for r in counted if r.confirms is None])
+        failed = len([r for r in counted if r.state == "FAILED"])
+        host_trouble: ExperimentRecord | None = None
         finite = feasible_count(self.spec)
         distinct_left = (
             None
             if finite is None
-            else finite - len({r.config_hash for r in records if not (r.baseline and r.trial is None)})
+            else finite - len({r.config_hash for r in counted if not (r.baseline and r.trial is None)})
         )
         reused = 0
         exhausted = False
@@ -651,7 +661,7 @@ class Study:
         need_baseline = (
             self.search.include_default
             and self.default_config is None
-            and not any(r.baseline for r in records)
+            and not any(r.baseline for r in counted)
         )
         self._update_incumbent(records)
         inflight: dict[Future[Measurement], tuple[int | None, Config, str, bool]] = {}
@@ -662,9 +672,18 @@ class Study:
         self.progress("study", {"generation": self.generation, "done": done, "budget": budget})
 
         def finish(rec: ExperimentRecord, trial: int | None) -> None:
-            nonlocal done, failed
+            nonlocal done, failed, host_trouble
             written = self.store.add_experiment(rec)
             crash_point("record_written")
+            if _host_failed(written):
+                # recorded (the site and status show it), not counted, not learned: the same
+                # configuration is asked again when the study resumes; nothing more is started
+                if trial is not None:
+                    _requeue(study, trial)
+                host_trouble = host_trouble or written
+                self.on_record(written)
+                self.progress("finished", {"record": written, "done": done, "budget": budget})
+                return
             if trial is not None:
                 self._tell(study, trial, written)
             done += 1
@@ -685,6 +704,7 @@ class Study:
                     and done + len(inflight) < budget
                     and not exhausted
                     and not stop_for_failures
+                    and host_trouble is None
                     and not self.stop.is_set()
                 ):
                     cand: tuple[int | None, Config, bool] | None
@@ -786,6 +806,14 @@ class Study:
                     continue
                 finish(self._record(config, m, trial=trial, baseline=baseline, chash=chash), trial)
             pool.shutdown(wait=True)
+        if host_trouble is not None and not self.stop.is_set():
+            f = host_trouble.failure
+            assert f is not None
+            raise HostUnavailable(
+                f"experiment #{host_trouble.id} failed on the host's side ({f.kind}: {f.reason}); "
+                f"the study pauses at {done}/{budget} and is retried",
+                hint=f.kind and FAILURE_HINTS.get(f.kind),
+            )
         if not self.stop.is_set() and self.search.confirm_top > 0:
             self._confirm(cancel)
         records = self._records()

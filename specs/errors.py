@@ -190,5 +190,11 @@ class ConfigError(UserError):
 # -- git ----------------------------------------------------------------------------------------
 
 
+class HostUnavailable(TransientError):
+    """An experiment failed on the environment's side (``specs.records.ENVIRONMENT_FAILURES``:
+    a missing executable or image, too few GPUs, an unschedulable pod): the study pauses instead
+    of spending its budget on a host that cannot run anything, and is retried with backoff."""
+
+
 class GitError(TransientError):
     """A git command failed or timed out (the remote may be down): retried with backoff."""

@@ -17,6 +17,7 @@ import pytest
 from reconciler.results import ResultsStore
 from reconciler.study import Measurement, Study
 from specs import load_spec_text
+from specs.errors import HostUnavailable
 from specs.model import TuningSpec
 from specs.records import (
     CONFIGURATION_FAILURES,
@@ -78,9 +79,15 @@ class Host:
 
 
 def run(s: TuningSpec, root: Path, host: Host) -> list[str]:
-    Study(
+    study = Study(
         s, ResultsStore(root, s.name), host, workload_fingerprint="fp", workload_info={}, engine_flags_of=dict
-    ).run()
+    )
+    if host.broken and failure_side(host.kind) == "environment":
+        # the study pauses at the first environment failure instead of spending its budget
+        with pytest.raises(HostUnavailable, match=host.kind):
+            study.run()
+    else:
+        study.run()
     gen = [r for r in ResultsStore(root, s.name).experiments() if r.generation == s.generation()]
     return sorted(r.state + (":reused" if r.reused_from else "") for r in gen)
 
@@ -93,10 +100,24 @@ def test_the_taxonomy_has_two_disjoint_sides() -> None:
 @pytest.mark.parametrize("kind", sorted(ENVIRONMENT_FAILURES))
 def test_an_environment_failure_is_measured_again_once_the_host_is_fixed(tmp_path: Path, kind: str) -> None:
     host = Host(kind)
-    assert run(spec(500), tmp_path, host) == ["FAILED", "FAILED"]
+    assert run(spec(500), tmp_path, host) == ["FAILED"]
     host.broken = False
-    # the next generation (an edited SLO) re-runs both configurations instead of reusing the failures
+    # the next generation (an edited SLO) re-runs both configurations instead of reusing the failure
     assert run(spec(400), tmp_path, host) == ["COMPLETE", "COMPLETE"]
+    assert host.calls == 3
+
+
+@pytest.mark.parametrize("kind", ["executable_missing", "gpus_unavailable", "image_unavailable"])
+def test_an_environment_failure_spends_no_budget_and_the_same_study_resumes(
+    tmp_path: Path, kind: str
+) -> None:
+    host = Host(kind)
+    s = spec(500)
+    assert run(s, tmp_path, host) == ["FAILED"]
+    assert run(s, tmp_path, host) == ["FAILED", "FAILED"], "still broken: paused again at once"
+    host.broken = False
+    # the same generation: the failed configuration is asked again, and the budget of 2 is whole
+    assert run(s, tmp_path, host) == ["COMPLETE", "COMPLETE", "FAILED", "FAILED"]
     assert host.calls == 4
 
 
