@@ -62,6 +62,7 @@ from backends.deploy.container import ContainerConfig, Mount, container_config
 from backends.deploy.environment import engine_environment
 from backends.engines.base import LaunchPlan
 from core import atomic
+from core.redact import Redactor
 from specs.errors import MissingExtraError, UserError
 from specs.model import DockerBackend as DockerSettings
 from specs.policy import Policy
@@ -375,9 +376,7 @@ class DockerDeployment:
         self.gpu_ids = tuple(gpu_ids)
         self._backend = backend
         self._secret_map = dict(secrets)
-        self._secrets = sorted(
-            {*secret_values(plan.env), *(v for v in secrets.values() if len(v) >= 4)}, key=len, reverse=True
-        )
+        self._secrets = Redactor([*secret_values(plan.env), *secrets.values()]).values
         self.config = backend.container_config(plan, name=name, gpu_ids=gpu_ids, labels=labels)
         self._port = plan.port
         self._container: Any = None

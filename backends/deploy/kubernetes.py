@@ -78,6 +78,7 @@ from backends.deploy.base import (
 from backends.deploy.environment import engine_environment
 from backends.engines.base import LaunchPlan
 from core import atomic
+from core.redact import Redactor
 from specs.errors import MissingExtraError, TransientError, UserError
 from specs.model import KubernetesBackend as KubernetesSettings
 from specs.policy import Policy
@@ -684,9 +685,7 @@ class KubernetesDeployment:
         self._ns = backend.namespace
         self.labels = {**labels, **backend.base_labels(), L_DEPLOYMENT: name}
         self._secret_env = dict(secrets)
-        self._secrets = sorted(
-            {*secret_values(plan.env), *(v for v in secrets.values() if len(v) >= 4)}, key=len, reverse=True
-        )
+        self._secrets = Redactor([*secret_values(plan.env), *secrets.values()]).values
         self.secret_name = f"{name}-env" if secrets else None
         self.files_name = f"{name}-files" if plan.files else None
         self._start_error: EngineFailure | None = None

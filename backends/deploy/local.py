@@ -50,6 +50,7 @@ from backends.deploy.environment import engine_environment
 from backends.engines.base import LaunchPlan
 from core import atomic
 from core.clock import now
+from core.redact import Redactor
 from specs.policy import Policy
 
 __all__ = ["LocalBackend", "LocalDeployment"]
@@ -239,9 +240,7 @@ class LocalDeployment:
         self._port = plan.port
         self._env = dict(env)
         # referenced secrets by value whatever their name, plus anything that looks like one
-        self._secrets = sorted(
-            {*secret_values(self._env), *(v for v in secrets.values() if len(v) >= 4)}, key=len, reverse=True
-        )
+        self._secrets = Redactor([*secret_values(self._env), *secrets.values()]).values
         self.workdir: Path | None = backend.state_dir / "work" / name if plan.files else None
         self._ports_left = backend.port_retries
         self._proc: procs.SpawnedProcess | None = None
