@@ -32,7 +32,9 @@ spec:
     requestsPerLevel: 24
     warmupRequests: 2
   slo:
-    ttft_p90_ms: {{max: 3000}}
+    # loose: on a busy machine a few real milliseconds of scheduling, times time-scale 50, are
+    # seconds of simulated TTFT, and a tight SLO would stop levels the tests expect to run
+    ttft_p90_ms: {{max: 60000}}
   objectives:
 {objectives}
 """

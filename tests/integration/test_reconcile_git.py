@@ -110,7 +110,8 @@ def test_edit_starts_new_generation_and_reuses_measured_configs(repo: Repo) -> N
     # a stricter SLO: the same configurations, re-scored, not re-run
     repo.pull()
     repo.put_spec(
-        "beta", sim_spec("beta", strategy="grid", budget=3, parameters=SMALL).replace("max: 3000", "max: 900")
+        "beta",
+        sim_spec("beta", strategy="grid", budget=3, parameters=SMALL).replace("max: 60000", "max: 900"),
     )
     repo.reconcile()
     recs = repo.records("beta")
