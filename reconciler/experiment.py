@@ -1,5 +1,5 @@
 """Run one configuration end to end: lease GPUs, deploy, wait ready, warm up, measure every load
-point, tear down — always — and say what happened as a :class:`~reconciler.study.Measurement`.
+point, tear down — always — and say what happened as a :class:`~reconciler.study.contract.Measurement`.
 
 Engine trouble never raises out of here: it becomes a FAILED measurement with a classified
 reason and the engine's log tail, so the study goes on. A shutdown (``cancel``) becomes an
@@ -52,7 +52,7 @@ from backends.workloads.selection import PromptDeal
 from core.clock import now
 from core.faults import crash_point
 from reconciler.artifacts import image_for
-from reconciler.study import Measurement
+from reconciler.study.contract import Measurement
 from specs.errors import UserError
 from specs.model import TuningSpec
 from specs.paths import UnsafePath, inside_roots
@@ -211,7 +211,7 @@ def explain(message: str, log_tail: str, detail: str | None = None) -> str:
 
 
 class ExperimentRunner:
-    """The study's executor for real engines (see :class:`reconciler.study.Executor`)."""
+    """The study's executor for real engines (see :class:`reconciler.study.contract.Executor`)."""
 
     def __init__(
         self,

@@ -26,7 +26,8 @@ from reconciler.logs import log_event
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.status import Phase, build_status
-from reconciler.study import Executor, LevelGate, Progress, Study, StudyOutcome
+from reconciler.study import Study, StudyOutcome
+from reconciler.study.contract import Executor, LevelGate, Progress
 from specs.errors import UserError
 from specs.loader import LoadedSpec
 from specs.model import TuningSpec
