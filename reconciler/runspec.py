@@ -21,7 +21,8 @@ from backends.engines import Engine, get_engine
 from backends.engines.replay import check_against, load_table, resolve_table, table_path
 from backends.workloads import build_workload
 from reconciler.artifacts import render
-from reconciler.experiment import ExperimentRunner, LevelHook, LevelOutcome, StopLevels
+from reconciler.experiment import ExperimentRunner
+from reconciler.levels import LevelHook, LevelOutcome, StopLevels
 from reconciler.logs import log_event
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
