@@ -51,6 +51,8 @@ POLL_S = 0.5
 
 @dataclass
 class StudyOutcome:
+    """What :meth:`Study.run` did: this generation's totals, and why it stopped."""
+
     generation: str
     completed: int
     failed: int
@@ -75,6 +77,14 @@ class _Run:
 
 
 class Study:
+    """One spec generation's study over ``store``, measuring with ``executor``.
+
+    ``engine_flags_of`` resolves a configuration to the engine's flags (part of its identity);
+    ``is_valid`` says whether the engine can run it (start-up rules, the memory pre-check);
+    ``default_config`` is the engine's default in the space's terms, when known; ``warm_start``
+    holds records of related specs. Setting ``stop`` ends :meth:`run` within a poll interval:
+    the experiments in flight are cancelled and re-queued, not recorded."""
+
     def __init__(
         self,
         spec: TuningSpec,
