@@ -1,5 +1,6 @@
 """Run one configuration end to end: lease GPUs, deploy, wait ready, warm up, measure every load
-point, tear down — always — and say what happened as a :class:`~reconciler.study.Measurement`.
+point, tear down — always — and say what happened as a
+:class:`~reconciler.study.contract.Measurement`.
 
 Engine trouble never raises out of here: it becomes a FAILED measurement with a classified
 reason and the engine's log tail, so the study goes on. A shutdown (``cancel``) becomes an
@@ -10,17 +11,8 @@ Failures on the host's side are told apart from the configuration's
 launch (``executable_missing``), too few GPUs is ``gpus_unavailable``; neither is reused by a
 later study, so installing the engine or adding GPUs re-measures the configuration.
 
-**One loop over load levels.** Fixed levels and capacity search are both a
-:class:`~backends.loadgen.capacity.LevelPlan` that the same loop drives, so every level gets the
-same hooks: the cancel check, a fresh share of the experiment's time budget, the engine's cache
-reset, fresh prompts (:class:`~backends.workloads.selection.PromptDeal`), the liveness check
-after it, and the ``on_level`` callback, which may stop the loop (a hard SLO already violated,
-a configuration clearly worse than the best so far: :class:`StopLevels`).
-
-**The engine's time.** The sim engine runs ``time-scale`` times faster than the hardware it
-models; the load generator is told the scale and computes every metric and SLO verdict in the
-engine's time (:mod:`backends.loadgen.aggregate`), with the wall-clock numbers kept beside them
-(``LoadPointRecord.wall_metrics``). Request rates in the spec are in the engine's time too.
+The load levels themselves (warm-up, levels, repeats, the level hook) are measured by
+:class:`reconciler.levels.LevelRun`; this module owns the engine's lifecycle around them.
 """
 
 from __future__ import annotations
@@ -30,141 +22,28 @@ import hashlib
 import itertools
 import logging
 import os
-import statistics
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from backends.deploy.base import DeployBackend, DeployCancelled, EngineFailure
 from backends.deploy.leases import GpuLeaser, InsufficientGpusError
 from backends.deploy.procs import free_port
 from backends.engines import get_engine
-from backends.loadgen import TargetConfig, level_verdict, run_load_point, run_sync
-from backends.loadgen.capacity import Bisection, FixedLevels, LevelPlan
-from backends.measure import LoadPointResult
 from backends.workloads import Workload
-from backends.workloads.selection import PromptDeal
 from core.clock import now
 from core.faults import crash_point
 from reconciler.artifacts import image_for
-from reconciler.study import Measurement
+from reconciler.levels import LevelHook, LevelRun
+from reconciler.study.contract import Measurement, Progress
 from specs.errors import UserError
 from specs.model import TuningSpec
 from specs.paths import UnsafePath, inside_roots
-from specs.records import FailureRecord, GpuRecord, LoadPointRecord
+from specs.records import FailureRecord, GpuRecord
 from specs.space import Config
 
 log = logging.getLogger(__name__)
-
-#: a load point where more than this fraction of requests failed counts as failed
-ERROR_RATE_LIMIT = 0.5
-
-Progress = Callable[[str, dict[str, Any]], None]
-
-
-#: what of a load point's ``extra`` goes into the record's ``measured``
-_MEASURED_KEYS = (
-    "workers",
-    "time_scale",
-    "cached_prompt_tokens",
-    "max_cached_prompt_tokens",
-    "max_in_flight",
-)
-
-
-def _point(p: LoadPointResult, notes: Sequence[str] = ()) -> LoadPointRecord:
-    extra = p.extra
-    return LoadPointRecord(
-        load_kind=p.load_kind,
-        load_value=p.load_value,
-        metrics=dict(p.metrics),
-        source=p.source,
-        notes=[*p.notes, *notes],
-        errors=dict(p.errors),
-        wall_metrics=dict(extra.get("wall_metrics") or {}),
-        measured={k: extra[k] for k in _MEASURED_KEYS if k in extra},
-    )
-
-
-def combine_repeats(points: Sequence[LoadPointResult]) -> LoadPointResult:
-    """Several measurements of one load point as one: every metric the median of the repeats,
-    ``extra["spread"]`` its min/median/max, errors summed. The median keeps a single disturbed
-    repeat from moving the result; the spread shows how much the repeats disagreed."""
-    if len(points) == 1:
-        return points[0]
-    first = points[0]
-    metrics: dict[str, float | None] = {}
-    spread: dict[str, dict[str, float]] = {}
-    for name in first.metrics:
-        values = sorted(v for p in points if (v := p.metrics.get(name)) is not None)
-        if not values:
-            metrics[name] = None
-            continue
-        mid = statistics.median(values)
-        metrics[name] = mid
-        spread[name] = {"min": values[0], "median": mid, "max": values[-1]}
-    errors: dict[str, int] = {}
-    for p in points:
-        for k, v in p.errors.items():
-            errors[k] = errors.get(k, 0) + v
-    notes = list(dict.fromkeys(n for p in points for n in p.notes))
-    notes.append(f"{len(points)} repeats: each metric is their median (spread: min/median/max)")
-    extra = dict(first.extra)
-    extra["spread"] = spread
-    extra["repeats"] = len(points)
-    wall: list[dict[str, float | None]] = [w for p in points if (w := p.extra.get("wall_metrics"))]
-    if wall:
-        extra["wall_metrics"] = {
-            k: statistics.median(vs) if (vs := [v for w in wall if (v := w.get(k)) is not None]) else None
-            for k in wall[0]
-        }
-    return LoadPointResult(
-        load_kind=first.load_kind,
-        load_value=first.load_value,
-        metrics=metrics,
-        source=first.source,
-        notes=notes,
-        errors=dict(sorted(errors.items())),
-        extra=extra,
-    )
-
-
-@dataclass(frozen=True)
-class LevelOutcome:
-    """What the ``on_level`` callback sees after each load level of an experiment."""
-
-    config: Config
-    #: 0 for the first level measured in this experiment
-    index: int
-    #: the level just measured (metrics in the engine's time, SLO verdicts not yet attached)
-    point: LoadPointRecord
-    #: it meets every hard SLO (:func:`backends.loadgen.capacity.level_verdict`) and why not
-    passed: bool
-    reasons: tuple[str, ...]
-    #: every level measured so far in this experiment, this one last
-    points: tuple[LoadPointRecord, ...]
-    #: the fixed levels still to measure (empty in a capacity search, whose next level depends
-    #: on this one)
-    remaining: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class StopLevels:
-    """``on_level``'s answer to end the experiment's level loop now: the levels measured so far
-    are kept; with ``prune`` the experiment is recorded as PRUNED (clearly worse than what the
-    study already has) instead of COMPLETE."""
-
-    reason: str
-    prune: bool = False
-
-
-#: called after every load level; return :class:`StopLevels` to measure no further level
-LevelHook = Callable[[LevelOutcome], StopLevels | None]
 
 
 def with_local_model(spec: TuningSpec, base_dir: Path | None) -> TuningSpec:
@@ -211,7 +90,7 @@ def explain(message: str, log_tail: str, detail: str | None = None) -> str:
 
 
 class ExperimentRunner:
-    """The study's executor for real engines (see :class:`reconciler.study.Executor`)."""
+    """The study's executor for real engines (see :class:`reconciler.study.contract.Executor`)."""
 
     def __init__(
         self,
@@ -351,18 +230,21 @@ class ExperimentRunner:
             )
             timings["ready_s"] = round(time.monotonic() - t, 3)
             t = time.monotonic()
-            deadline = t0 + self.body.search.experiment_timeout
-            self._benchmark(
-                m,
-                config,
-                deployment.base_url,
-                plan.served_model or None,
-                plan.reset_cache_path,
-                max(1, gpus),
-                deployment,
-                cancel,
-                deadline,
-            )
+            LevelRun(
+                body=self.body,
+                requests=self.workload.requests,
+                config=config,
+                base_url=deployment.base_url,
+                model=plan.served_model or None,
+                deployment=deployment,
+                cancel=cancel,
+                deadline=t0 + self.body.search.experiment_timeout,
+                gpus=max(1, gpus),
+                time_scale=self.time_scale,
+                reset_path=plan.reset_cache_path,
+                progress=self.progress,
+                on_level=self.on_level,
+            ).run(m)
             timings["benchmark_s"] = round(time.monotonic() - t, 3)
         except DeployCancelled:
             m.interrupted = True
@@ -388,155 +270,3 @@ class ExperimentRunner:
         if cancel.is_set() and m.state == "COMPLETE" and m.failure is None:
             m.interrupted = True
         return m
-
-    def _benchmark(
-        self,
-        m: Measurement,
-        config: Config,
-        base_url: str,
-        model: str | None,
-        reset_path: str | None,
-        gpus: int,
-        deployment: Any,
-        cancel: threading.Event,
-        deadline: float,
-    ) -> None:
-        wl = self.body.workload
-        target = TargetConfig(base_url=base_url, model=model, api=wl.api, ignore_eos=wl.ignore_eos)
-        seed = self.body.workload.seed
-        deal = PromptDeal(self.workload.requests, seed=seed)
-        slo = self.body.slo
-
-        def remaining() -> float | None:
-            """This level's share of the time budget, computed afresh before every level."""
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise EngineFailure(
-                    "timeout",
-                    f"the experiment ran past experimentTimeout ({self.body.search.experiment_timeout:g}s)",
-                )
-            cap = wl.max_duration_per_level
-            return min(left, cap) if cap is not None else left
-
-        def reset_cache() -> None:
-            if reset_path:
-                _post(base_url + reset_path)
-
-        if wl.warmup_requests:
-            warmup, _ = deal.take(wl.warmup_requests)
-            run_sync(
-                run_load_point(
-                    target,
-                    warmup,
-                    concurrency=min(4, len(warmup)),
-                    seed=seed,
-                    gpus=gpus,
-                    timeout_s=wl.request_timeout,
-                    max_duration_s=remaining(),
-                    time_scale=self.time_scale,
-                )
-            )
-        load = wl.load
-        plan: LevelPlan
-        if load.capacity is not None:
-            cap = load.capacity
-            kind: Literal["concurrency", "request_rate"] = (
-                "concurrency" if cap.by == "concurrency" else "request_rate"
-            )
-            plan = Bisection(
-                by=kind, low=cap.low, high=cap.high, max_steps=cap.max_steps, tolerance=cap.tolerance
-            )
-        elif load.concurrency is not None:
-            kind = "concurrency"
-            plan = FixedLevels([float(c) for c in load.concurrency])
-        else:
-            kind = "request_rate"
-            plan = FixedLevels([float(r) for r in (load.request_rate or [])])
-
-        points: list[LoadPointResult] = []
-        while (value := plan.next_level()) is not None:
-            if cancel.is_set():
-                raise DeployCancelled("cancelled between load points")
-            self.progress("load_point", {"kind": kind, "value": value})
-            repeats: list[LoadPointResult] = []
-            notes: list[str] = []
-            for _ in range(wl.repeats):
-                # the warm-up's and earlier levels' prompts are out of the cache and out of the list
-                reset_cache()
-                requests, note = deal.take(wl.requests_per_level)
-                if note:
-                    notes.append(note)
-                repeats.append(
-                    run_sync(
-                        run_load_point(
-                            target,
-                            requests,
-                            concurrency=int(value) if kind == "concurrency" else None,
-                            request_rate=value if kind == "request_rate" else None,
-                            burstiness=load.burstiness,
-                            seed=seed,
-                            gpus=gpus,
-                            slo=slo,
-                            timeout_s=wl.request_timeout,
-                            max_duration_s=remaining(),
-                            time_scale=self.time_scale,
-                            workers=wl.workers,
-                        )
-                    )
-                )
-                if cancel.is_set():
-                    raise DeployCancelled("cancelled during a load point")
-            point = combine_repeats(repeats)
-            points.append(point)
-            crash_point("load_point_done")
-            record = _point(point, list(dict.fromkeys(notes)))
-            if len(repeats) > 1:
-                record.spread = point.extra["spread"]
-                record.measured["repeats"] = len(repeats)
-            m.load_points.append(record)
-            if not deployment.alive():
-                raise deployment.failure("crashed", f"the engine died during the load point {kind}={value:g}")
-            passed, reasons = level_verdict(point, slo)
-            plan.record(point, passed, reasons)
-            if self.on_level is not None:
-                decision = self.on_level(
-                    LevelOutcome(
-                        config=config,
-                        index=len(points) - 1,
-                        point=record,
-                        passed=passed,
-                        reasons=tuple(reasons),
-                        points=tuple(m.load_points),
-                        remaining=plan.remaining() if isinstance(plan, FixedLevels) else (),
-                    )
-                )
-                if decision is not None:
-                    record.notes.append(f"no further load levels: {decision.reason}")
-                    if decision.prune:
-                        m.state = "PRUNED"
-                        m.failure = FailureRecord(kind="pruned", reason=decision.reason)
-                    break
-        if isinstance(plan, Bisection) and plan.result.summary:
-            m.load_points[-1].notes.append(f"capacity search: {plan.result.summary}")
-        if not deployment.alive():
-            raise deployment.failure("crashed", "the engine died during the benchmark")
-        rates = [p.metrics.get("error_rate") for p in points]
-        if points and all(r is not None and r > ERROR_RATE_LIMIT for r in rates):
-            kinds: dict[str, int] = {}
-            for p in points:
-                for k, v in p.errors.items():
-                    kinds[k] = kinds.get(k, 0) + v
-            top = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:3])
-            raise deployment.failure(
-                "benchmark_errors",
-                f"more than {ERROR_RATE_LIMIT:.0%} of requests failed at every load level ({top})",
-            )
-
-
-def _post(url: str, timeout: float = 10.0) -> None:
-    """Best-effort POST (prefix-cache reset); an engine without the endpoint is not an error."""
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=timeout):
-            pass
-    except (urllib.error.URLError, OSError) as exc:
-        log.debug("cache reset %s failed: %s", url, exc)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 
 from backends.engines.replay import Answer, ReplayTable, canon, fixed_params, spec_levels
-from reconciler.study import LevelGate, Measurement, now
+from core.clock import now
+from reconciler.study.contract import LevelGate, Measurement
 from specs.model import Scalar, TuningSpec
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord
 from specs.space import Config, axes

@@ -19,14 +19,16 @@ from backends.deploy.leases import GpuLeaser
 from backends.deploy.registry import BackendRequest, get_backend
 from backends.engines import Engine, get_engine
 from backends.engines.replay import check_against, load_table, resolve_table, table_path
-from backends.workloads import build_workload
+from backends.workloads import Workload, build_workload
 from reconciler.artifacts import render
-from reconciler.experiment import ExperimentRunner, LevelHook, LevelOutcome, StopLevels
+from reconciler.experiment import ExperimentRunner
+from reconciler.levels import LevelHook, LevelOutcome, StopLevels
 from reconciler.logs import log_event
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.status import Phase, build_status
-from reconciler.study import Executor, LevelGate, Progress, Study, StudyOutcome
+from reconciler.study import Study, StudyOutcome
+from reconciler.study.contract import Executor, LevelGate, Progress
 from specs.errors import UserError
 from specs.loader import LoadedSpec
 from specs.model import TuningSpec
@@ -179,96 +181,32 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
             _changed(ctx, spec.name)
         return None
     engine = get_engine(spec.spec.engine.name, spec.spec.engine.variant)
-    replay: ReplayExecutor | None = None
     try:
-        workload = build_workload(
-            spec.spec.workload.dataset,
-            seed=spec.spec.workload.seed,
-            base_dir=ctx.base_dir,
-            cache_dir=ctx.state_dir / "datasets",
-            roots=ctx.policy.data_roots_for(ctx.base_dir),
-        )
-        if spec.spec.engine.name == "replay":
-            table = load_table(resolve_table(spec, ctx.base_dir), label=table_path(spec))
-            problems = check_against(loaded, table)
-            if problems:
-                raise UserError("\n".join(str(p) for p in problems))
-            replay = ReplayExecutor(spec, table)
-        else:
-            backend = ctx.backend or make_backend(spec, ctx.state_dir, ctx.policy)
+        workload, replay, backend = _inputs(loaded, ctx)
     except UserError as exc:
         write_status(spec, store, ctx, "stalled", str(exc), reason="InvalidInput")
         _changed(ctx, spec.name)
         raise
-    executor: Executor
     if replay is not None:
-        executor = replay
-        defaults = replay.default_config()
-        if defaults is not None and not in_space(spec, defaults):
-            defaults = None
-
-        def flags_of(config: Config) -> dict[str, Any]:
-            return engine.resolve(spec, config)
-
-        def valid(config: Config) -> bool:
-            return True
-
+        execution = _Execution.replaying(spec, engine, replay)
     else:
-        runner = ExperimentRunner(
-            spec,
-            backend=backend,
-            leaser=ctx.leaser,
-            workload=workload,
-            logs_dir=ctx.state_dir / "logs" / spec.name,
-            progress=ctx.progress,
-            base_dir=ctx.base_dir,
-        )
-        (ctx.state_dir / "logs" / spec.name).mkdir(parents=True, exist_ok=True)
-        executor, flags_of, valid = runner, runner.engine_flags, runner.can_run
-        defaults = default_config(spec, engine)
-    lock = threading.Lock()
-
-    def on_record(record: ExperimentRecord) -> None:
-        objective = record.objectives[0] if record.objectives else None
-        log_event(
-            log,
-            logging.INFO,
-            "experiment finished",
-            spec=spec.name,
-            experiment=record.id,
-            state=record.state,
-            feasible=record.feasible,
-            **({objective.metric: f"{objective.raw:.4g}"} if objective and objective.raw is not None else {}),
-            failure=record.failure.kind if record.failure else None,
-            reason=record.failure.reason[:200] if record.failure else None,
-            reused_from=record.reused_from,
-        )
-        with lock:
-            records = store.experiments()
-            write_best(spec, store, records)
-            write_status(spec, store, ctx, "running", progress_message(spec, records), records=records)
-        _changed(ctx, spec.name, record)
-
-    workload_info: dict[str, Any] = workload.to_record()
+        assert backend is not None
+        execution = _Execution.running(spec, ctx, engine, backend, workload)
     study = Study(
         spec,
         store,
-        executor,
+        execution.executor,
         workload_fingerprint=workload.fingerprint,
-        workload_info=workload_info,
-        engine_flags_of=flags_of,
-        is_valid=valid,
+        workload_info=workload.to_record(),
+        engine_flags_of=execution.flags_of,
+        is_valid=execution.valid,
         progress=ctx.progress,
-        on_record=on_record,
+        on_record=_record_writer(spec, store, ctx),
         stop=ctx.stop,
-        default_config=defaults,
+        default_config=execution.defaults,
         warm_start=related_records(spec, ctx.results_root),
     )
-    # the executor asks the study's level gate after each load level (stop levels, prune)
-    if isinstance(executor, ReplayExecutor):
-        executor.level_gate = study.level_gate
-    elif isinstance(executor, ExperimentRunner):
-        executor.on_level = gate_hook(study.level_gate)
+    execution.attach(study)
     if write_status(spec, store, ctx, "running", progress_message(spec, store.experiments())):
         _changed(ctx, spec.name)
     log_event(
@@ -294,6 +232,110 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         exhausted=outcome.exhausted,
         best=outcome.best.id if outcome.best else None,
     )
+    _write_outcome(spec, store, ctx, outcome)
+    return outcome
+
+
+def _inputs(
+    loaded: LoadedSpec, ctx: RunContext
+) -> tuple[Workload, ReplayExecutor | None, DeployBackend | None]:
+    """The workload, and the replay executor or the deploy backend; :class:`UserError` for a
+    problem of the input (a dataset, the replay table, the backend)."""
+    spec = loaded.spec
+    workload = build_workload(
+        spec.spec.workload.dataset,
+        seed=spec.spec.workload.seed,
+        base_dir=ctx.base_dir,
+        cache_dir=ctx.state_dir / "datasets",
+        roots=ctx.policy.data_roots_for(ctx.base_dir),
+    )
+    if spec.spec.engine.name != "replay":
+        return workload, None, ctx.backend or make_backend(spec, ctx.state_dir, ctx.policy)
+    table = load_table(resolve_table(spec, ctx.base_dir), label=table_path(spec))
+    problems = check_against(loaded, table)
+    if problems:
+        raise UserError("\n".join(str(p) for p in problems))
+    return workload, ReplayExecutor(spec, table), None
+
+
+@dataclass
+class _Execution:
+    """How a spec's experiments run: the study's executor, and what the study asks of the engine
+    (its resolved flags, whether it can run a configuration, its defaults)."""
+
+    executor: Executor
+    flags_of: Callable[[Config], dict[str, Any]]
+    valid: Callable[[Config], bool]
+    defaults: Config | None
+
+    @classmethod
+    def replaying(cls, spec: TuningSpec, engine: Engine, replay: ReplayExecutor) -> _Execution:
+        defaults = replay.default_config()
+        if defaults is not None and not in_space(spec, defaults):
+            defaults = None
+
+        def flags_of(config: Config) -> dict[str, Any]:
+            return engine.resolve(spec, config)
+
+        return cls(replay, flags_of, lambda config: True, defaults)
+
+    @classmethod
+    def running(
+        cls, spec: TuningSpec, ctx: RunContext, engine: Engine, backend: DeployBackend, workload: Workload
+    ) -> _Execution:
+        runner = ExperimentRunner(
+            spec,
+            backend=backend,
+            leaser=ctx.leaser,
+            workload=workload,
+            logs_dir=ctx.state_dir / "logs" / spec.name,
+            progress=ctx.progress,
+            base_dir=ctx.base_dir,
+        )
+        (ctx.state_dir / "logs" / spec.name).mkdir(parents=True, exist_ok=True)
+        return cls(runner, runner.engine_flags, runner.can_run, default_config(spec, engine))
+
+    def attach(self, study: Study) -> None:
+        """The executor asks the study's level gate after each load level (stop levels, prune)."""
+        if isinstance(self.executor, ReplayExecutor):
+            self.executor.level_gate = study.level_gate
+        elif isinstance(self.executor, ExperimentRunner):
+            self.executor.on_level = gate_hook(study.level_gate)
+
+
+def _record_writer(
+    spec: TuningSpec, store: ResultsStore, ctx: RunContext
+) -> Callable[[ExperimentRecord], None]:
+    """The study's ``on_record``: log the experiment, then bring ``best/`` and status.json up to
+    date (one writer at a time: experiments finish in worker threads' order)."""
+    lock = threading.Lock()
+
+    def on_record(record: ExperimentRecord) -> None:
+        objective = record.objectives[0] if record.objectives else None
+        log_event(
+            log,
+            logging.INFO,
+            "experiment finished",
+            spec=spec.name,
+            experiment=record.id,
+            state=record.state,
+            feasible=record.feasible,
+            **({objective.metric: f"{objective.raw:.4g}"} if objective and objective.raw is not None else {}),
+            failure=record.failure.kind if record.failure else None,
+            reason=record.failure.reason[:200] if record.failure else None,
+            reused_from=record.reused_from,
+        )
+        with lock:
+            records = store.experiments()
+            write_best(spec, store, records)
+            write_status(spec, store, ctx, "running", progress_message(spec, records), records=records)
+        _changed(ctx, spec.name, record)
+
+    return on_record
+
+
+def _write_outcome(spec: TuningSpec, store: ResultsStore, ctx: RunContext, outcome: StudyOutcome) -> None:
+    """``best/`` and status.json once the study stopped: running (interrupted), failed or done."""
     records = store.experiments()
     write_best(spec, store, records)
     if outcome.interrupted:
@@ -308,7 +350,6 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         )
     if write_status(spec, store, ctx, phase, message, records=records):
         _changed(ctx, spec.name)
-    return outcome
 
 
 def describe_record(name: str, record: ExperimentRecord) -> str:

@@ -16,7 +16,8 @@ from backends.deploy.gpus import GpuInfo, discover_gpus
 from backends.deploy.leases import GpuLeaser
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, make_backend, run_spec, write_status
-from reconciler.study import Progress, StudyOutcome
+from reconciler.study import StudyOutcome
+from reconciler.study.contract import Progress
 from specs.errors import UserError
 from specs.loader import LoadedSpec
 from specs.policy import Policy

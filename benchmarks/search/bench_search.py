@@ -33,7 +33,8 @@ from backends.engines import get_engine
 from backends.engines.replay import load_table
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
-from reconciler.study import Study, config_hash
+from reconciler.study import Study
+from reconciler.study.identity import config_hash
 from specs import load_spec_text
 from specs.model import TuningSpec
 from specs.records import ExperimentRecord
@@ -80,7 +81,9 @@ def truth(spec: TuningSpec, executor: ReplayExecutor, root: Path) -> list[Experi
     for config in grid(spec):
         m = executor(config, baseline=False, cancel=threading.Event())
         out.append(
-            study._record(config, m, trial=None, baseline=False, chash=config_hash(spec, config, "replay"))
+            study.builder.build(
+                config, m, trial=None, baseline=False, chash=config_hash(spec, config, "replay")
+            )
         )
     return out
 

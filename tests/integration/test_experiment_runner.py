@@ -22,8 +22,9 @@ from backends.sim.build import build
 from backends.sim.config import parse_config
 from backends.sim.offline import Item, run_closed_loop
 from backends.workloads import build_workload
-from reconciler.experiment import ExperimentRunner, LevelOutcome, StopLevels
-from reconciler.study import Measurement
+from reconciler.experiment import ExperimentRunner
+from reconciler.levels import LevelOutcome, StopLevels
+from reconciler.study.contract import Measurement
 from specs import load_spec_text
 from specs.model import TuningSpec
 

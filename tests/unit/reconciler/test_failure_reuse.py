@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.results import ResultsStore
-from reconciler.study import Measurement, Study
+from reconciler.study import Study
+from reconciler.study.contract import Measurement
 from specs import load_spec_text
 from specs.errors import HostUnavailable
 from specs.model import TuningSpec

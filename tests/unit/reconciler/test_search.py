@@ -17,7 +17,8 @@ from backends.engines.replay import load_table
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec
-from reconciler.study import Study, config_hash
+from reconciler.study import Study
+from reconciler.study.identity import config_hash
 from specs import load_spec_text
 from specs.model import TuningSpec
 from specs.ranking import best
@@ -66,7 +67,9 @@ def truth(spec: TuningSpec, table_name: str, root: Path) -> list[ExperimentRecor
     out = []
     for config in grid(spec):
         m = ex(config, baseline=False, cancel=threading.Event())
-        out.append(study._record(config, m, trial=None, baseline=False, chash=config_hash(spec, config, "t")))
+        out.append(
+            study.builder.build(config, m, trial=None, baseline=False, chash=config_hash(spec, config, "t"))
+        )
     return out
 
 
@@ -87,7 +90,7 @@ def test_pruning_never_loses_a_would_be_winner_on_the_benchmark_surfaces(name: s
         engine_flags_of=dict,
     )
     # the strongest incumbent a study can ever hold is the best configuration itself
-    study._incumbent = (incumbent, top.id)
+    study.gate.incumbent = (incumbent, top.id)
     levels = [float(c) for c in spec.spec.workload.load.concurrency or []]
     winners = [
         r for r in records if r.feasible and r.objectives and (r.objectives[0].value or 0) >= 0.98 * incumbent

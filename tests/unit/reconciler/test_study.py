@@ -15,7 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from reconciler.results import ResultsStore
-from reconciler.study import Measurement, Study
+from reconciler.study import Study
+from reconciler.study.contract import Measurement
 from specs import load_spec_text
 from specs.model import TuningSpec
 from specs.records import FailureRecord, LoadPointRecord
