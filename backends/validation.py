@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.engines import Engine, get_engine
-from backends.engines.base import Rejection
-from specs.errors import SpecProblem
+from specs.errors import Rejection, SpecProblem, UnsafePath
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
-from specs.paths import UnsafePath, inside_roots
+from specs.paths import inside_roots
 from specs.space import Axis, axes, constraint_view, constraints
 
 #: rule-relevant combinations walked at most; above this only the static checks run

@@ -53,9 +53,9 @@ from core.clock import now
 from core.faults import crash_point
 from reconciler.artifacts import image_for
 from reconciler.study import Measurement
-from specs.errors import UserError
+from specs.errors import UnsafePath, UserError
 from specs.model import TuningSpec
-from specs.paths import UnsafePath, inside_roots
+from specs.paths import inside_roots
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord
 from specs.space import Config
 

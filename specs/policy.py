@@ -48,10 +48,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from specs.errors import SpecError, SpecProblem, UserError
+from specs.errors import SpecError, SpecProblem, UnsafePath, UserError
 from specs.loader import parse_yaml
 from specs.model import ENGINES, EnvFrom, FileDataset, TuningSpec
-from specs.paths import UnsafePath, inside_roots
+from specs.paths import inside_roots
 from specs.suggest import did_you_mean
 
 __all__ = [

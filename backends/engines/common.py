@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 import yaml
 
 from backends.engines import parallel, quantization
-from backends.engines.base import ConfigRejected, FlagInfo, FlagTable, LaunchPlan, Rejection, load_flag_table
+from backends.engines.base import FlagInfo, FlagTable, LaunchPlan, load_flag_table
 from backends.engines.values import check_value, render_flag
-from specs.errors import SpecProblem, UserError
+from specs.errors import ConfigRejected, Rejection, SpecProblem, UserError
 from specs.loader import LoadedSpec
 from specs.model import EnvFrom, ParamSpec, Scalar, TuningSpec
 from specs.suggest import closest

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.engines.base import Rejection
+from specs.errors import Rejection
 from specs.model import PARALLEL_BOOL_FIELDS, PARALLEL_FIELDS, Scalar
 from specs.suggest import did_you_mean
 

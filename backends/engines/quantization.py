@@ -25,7 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.engines.base import FlagTable, Rejection
+from backends.engines.base import FlagTable
+from specs.errors import Rejection
 from specs.model import QUANT_FIELDS, Scalar
 
 #: the presets, in the engine-agnostic vocabulary; fields not named stay ``auto``

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from backends.engines.base import FlagTable, LaunchPlan, Rejection
-from specs.errors import SpecProblem, UserError
+from backends.engines.base import FlagTable, LaunchPlan
+from specs.errors import Rejection, ReplayTableError, SpecProblem, UserError
 from specs.loader import LoadedSpec
 from specs.metrics import ALL_METRICS
 from specs.model import Scalar, TuningSpec
@@ -52,10 +52,6 @@ CONTROL_COLUMNS = ("state", "failure_kind", "failure_reason", "default", *LOAD_C
 OWN_ARGS = ("table", "gpus", "gpu")
 #: table cells larger than this are refused (a table is data for a study, not a dump)
 MAX_TABLE_BYTES = 64 * 1024 * 1024
-
-
-class ReplayTableError(UserError):
-    """A table that cannot be read; the message is located (``file:line: column: message``)."""
 
 
 Key = tuple[tuple[str, Any], ...]
