@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 
-from backends.engines.replay import Answer, ReplayTable, canon, fixed_params, spec_levels
+from backends.engines.replay import fixed_params, spec_levels
+from backends.engines.replay_table import Answer, ReplayTable, canon
 from reconciler.study import LevelGate, Measurement, now
 from specs.model import Scalar, TuningSpec
 from specs.records import FailureRecord, GpuRecord, LoadPointRecord

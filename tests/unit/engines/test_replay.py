@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from backends.deploy.leases import GpuLeaser
-from backends.engines.replay import check_against, load_table, parse_table
+from backends.engines.replay import check_against
+from backends.engines.replay_table import load_table, parse_table
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec
