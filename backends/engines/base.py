@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from specs.errors import Rejection, SpecProblem, UserError
 from specs.loader import LoadedSpec
@@ -150,6 +150,23 @@ class LaunchPlan:
     env_from: dict[str, str] = field(default_factory=dict)
     #: the GPUs are simulated (the sim engine): count them for per-GPU metrics, lease none
     simulated: bool = False
+
+
+Settings = TypeVar("Settings")
+
+
+@dataclass
+class BlockResult(Generic[Settings]):
+    """What an engine-agnostic block of a configuration (``quantization``, ``parallel``) maps to
+    on one engine: the resolved settings, the engine flags and LLM API arguments they become, and
+    why the engine cannot honour them. :class:`backends.engines.common.TableEngine` merges these into its launch plan."""
+
+    settings: Settings
+    #: engine flags (canonical table names) written for the block
+    flags: dict[str, Scalar] = field(default_factory=dict)
+    #: LLM API arguments (TensorRT-LLM's ``--extra_llm_api_options`` file)
+    llm_api: dict[str, Any] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 class Engine(Protocol):
