@@ -159,7 +159,8 @@ Settings = TypeVar("Settings")
 class BlockResult(Generic[Settings]):
     """What an engine-agnostic block of a configuration (``quantization``, ``parallel``) maps to
     on one engine: the resolved settings, the engine flags and LLM API arguments they become, and
-    why the engine cannot honour them. :class:`backends.engines.common.TableEngine` merges these into its launch plan."""
+    why the engine cannot honour them. :class:`backends.engines.common.TableEngine` merges these
+    into its launch plan."""
 
     settings: Settings
     #: engine flags (canonical table names) written for the block
