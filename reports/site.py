@@ -48,15 +48,10 @@ from jinja2 import Environment
 
 from core.clock import utc_now
 from reports import importance
-from reports.render import (
-    TEMPLATES,
-    environment,
-    experiment_context,
-    index_context,
-    index_row,
-    page_name,
-    spec_context,
-)
+from reports.pages.experiment import experiment_context
+from reports.pages.index import index_context, index_row
+from reports.pages.spec import spec_context
+from reports.render import TEMPLATES, environment, page_name
 from reports.results import (
     BEST_DIR,
     BEST_FILES,
