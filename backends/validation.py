@@ -32,14 +32,13 @@ from specs.errors import Rejection, SpecProblem, UnsafePath
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
 from specs.paths import inside_roots
+from specs.schema_problems import Path_
 from specs.space import Axis, axes, constraint_view, constraints
 
 #: rule-relevant combinations walked at most; above this only the static checks run
 MAX_COMBINATIONS = 5000
 #: longest example message quoted inside a summary
 _QUOTE = 160
-
-Path_ = tuple[str | int, ...]
 
 
 def check_flag_paths(loaded: LoadedSpec, roots: Sequence[Path], checkout: Path | None) -> list[SpecProblem]:

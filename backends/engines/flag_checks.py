@@ -18,11 +18,10 @@ from backends.engines.values import check_value
 from specs.errors import SpecProblem
 from specs.loader import LoadedSpec
 from specs.model import ParamSpec
+from specs.schema_problems import Path_
 
 if TYPE_CHECKING:
     from backends.engines.common import TableEngine
-
-Path_ = tuple[str | int, ...]
 
 
 def check_flags(engine: TableEngine, loaded: LoadedSpec) -> list[SpecProblem]:
