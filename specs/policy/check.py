@@ -117,52 +117,69 @@ def _check_caps(loaded: Any, policy: Policy) -> list[SpecProblem]:
     workload = spec.spec.workload
     if search.parallelism > policy.max_parallelism:
         out.append(
-            loaded.problem(
+            _above(
+                loaded,
                 ("spec", "search", "parallelism"),
-                f"parallelism {search.parallelism} is above this host's limit of "
-                f"{policy.max_parallelism} (maxParallelism in the operator policy)",
+                f"parallelism {search.parallelism}",
+                f"{policy.max_parallelism}",
+                "maxParallelism",
             )
         )
     load = workload.load
-    for i, level in enumerate(load.concurrency or []):
-        if level > policy.max_concurrency:
-            out.append(
-                loaded.problem(
-                    ("spec", "workload", "load", "concurrency", i),
-                    f"concurrency {level} is above this host's limit of {policy.max_concurrency} "
-                    "(maxConcurrency in the operator policy)",
-                )
-            )
-    for i, rate in enumerate(load.request_rate or []):
-        if not math.isfinite(rate) or rate > policy.max_request_rate:
-            out.append(
-                loaded.problem(
-                    ("spec", "workload", "load", "requestRate", i),
-                    f"request rate {rate:g} is above this host's limit of {policy.max_request_rate:g}/s "
-                    "(maxRequestRate in the operator policy)",
-                )
-            )
+    out += [
+        _above(
+            loaded,
+            ("spec", "workload", "load", "concurrency", i),
+            f"concurrency {level}",
+            f"{policy.max_concurrency}",
+            "maxConcurrency",
+        )
+        for i, level in enumerate(load.concurrency or [])
+        if level > policy.max_concurrency
+    ]
+    out += [
+        _above(
+            loaded,
+            ("spec", "workload", "load", "requestRate", i),
+            f"request rate {rate:g}",
+            f"{policy.max_request_rate:g}/s",
+            "maxRequestRate",
+        )
+        for i, rate in enumerate(load.request_rate or [])
+        if not math.isfinite(rate) or rate > policy.max_request_rate
+    ]
     capacity = load.capacity
     if capacity is not None:
-        limit = policy.max_concurrency if capacity.by == "concurrency" else policy.max_request_rate
+        by_concurrency = capacity.by == "concurrency"
+        limit = policy.max_concurrency if by_concurrency else policy.max_request_rate
         if capacity.high > limit:
             out.append(
-                loaded.problem(
+                _above(
+                    loaded,
                     ("spec", "workload", "load", "capacity", "high"),
-                    f"capacity.high {capacity.high:g} is above this host's limit of {limit:g} "
-                    f"({'maxConcurrency' if capacity.by == 'concurrency' else 'maxRequestRate'} "
-                    "in the operator policy)",
+                    f"capacity.high {capacity.high:g}",
+                    f"{limit:g}",
+                    "maxConcurrency" if by_concurrency else "maxRequestRate",
                 )
             )
     if workload.requests_per_level > policy.max_requests_per_level:
         out.append(
-            loaded.problem(
+            _above(
+                loaded,
                 ("spec", "workload", "requestsPerLevel"),
-                f"requestsPerLevel {workload.requests_per_level} is above this host's limit of "
-                f"{policy.max_requests_per_level} (maxRequestsPerLevel in the operator policy)",
+                f"requestsPerLevel {workload.requests_per_level}",
+                f"{policy.max_requests_per_level}",
+                "maxRequestsPerLevel",
             )
         )
     return out
+
+
+def _above(loaded: Any, path: tuple[str | int, ...], what: str, limit: str, setting: str) -> SpecProblem:
+    """One wording for every cap: what the spec asks, the host's limit, the setting that raises it."""
+    return loaded.problem(
+        path, f"{what} is above this host's limit of {limit} ({setting} in the operator policy)"
+    )
 
 
 def _check_paths(loaded: Any, policy: Policy, checkout: Path | None) -> list[SpecProblem]:
