@@ -28,19 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.engines import Engine, get_engine
-from backends.engines.base import Rejection
-from specs.errors import SpecProblem
+from specs.errors import Rejection, SpecProblem, UnsafePath
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
-from specs.paths import UnsafePath, inside_roots
+from specs.paths import inside_roots
+from specs.schema_problems import Path_
 from specs.space import Axis, axes, constraint_view, constraints
 
 #: rule-relevant combinations walked at most; above this only the static checks run
 MAX_COMBINATIONS = 5000
 #: longest example message quoted inside a summary
 _QUOTE = 160
-
-Path_ = tuple[str | int, ...]
 
 
 def check_flag_paths(loaded: LoadedSpec, roots: Sequence[Path], checkout: Path | None) -> list[SpecProblem]:
@@ -188,14 +186,27 @@ def _report(
     choices: Sequence[tuple[Scalar, ...]],
     points: Sequence[_Point],
 ) -> list[SpecProblem]:
-    spec = loaded.spec
-    names = {a.name for a in walked}
+    """Three steps, each only when the one before leaves the question open: (a) values no
+    configuration can run with, (b) if nothing runs, reasons no axis is responsible for, and
+    (c) the summary that the space is empty."""
     considered = [p for p in points if p.rejections is not None]
-    runnable = any(not p.rejections for p in considered)
-    out: list[SpecProblem] = []
     seen: set[str] = set()
+    out = _value_problems(loaded, walked, choices, considered, seen)
+    if any(not p.rejections for p in considered):
+        return out
+    out += _shared_problems(loaded, {a.name for a in walked}, considered, seen)
+    out.append(_empty_space(loaded, walked, len(points), considered, quote_example=not out))
+    return out
 
-    # (a) a value whose every configuration is rejected, for a reason that involves that value
+
+def _value_problems(
+    loaded: LoadedSpec,
+    walked: Sequence[Axis],
+    choices: Sequence[tuple[Scalar, ...]],
+    considered: Sequence[_Point],
+    seen: set[str],
+) -> list[SpecProblem]:
+    """(a) a value whose every configuration is rejected, for a reason that involves that value."""
     candidates: list[tuple[int, int, int, Rejection]] = []
     for ai, axis in enumerate(walked):
         for vi in range(len(choices[ai])):
@@ -206,39 +217,51 @@ def _report(
             if involved:
                 primary = 0 if involved[0].fields[0] == axis.name else 1
                 candidates.append((primary, ai, vi, involved[0]))
+    out: list[SpecProblem] = []
     for _, ai, vi, rejection in sorted(candidates, key=lambda c: (c[0], c[1], c[2])):
         if rejection.message in seen:
             continue
         seen.add(rejection.message)
-        out.append(loaded.problem(_value_path(spec, walked[ai].name, vi), rejection.message))
+        out.append(loaded.problem(_value_path(loaded.spec, walked[ai].name, vi), rejection.message))
+    return out
 
-    if runnable:
+
+def _shared_problems(
+    loaded: LoadedSpec, names: set[str], considered: Sequence[_Point], seen: set[str]
+) -> list[SpecProblem]:
+    """(b) reasons shared by every configuration that no search axis is responsible for."""
+    out: list[SpecProblem] = []
+    if not considered:
         return out
+    for rejection in considered[0].rejections or []:
+        if rejection.message in seen or any(f in names for f in rejection.fields):
+            continue
+        if all(any(r.message == rejection.message for r in (p.rejections or [])) for p in considered):
+            seen.add(rejection.message)
+            path = _field_path(rejection.fields[0]) if rejection.fields else ("spec", "search")
+            out.append(loaded.problem(path, rejection.message))
+    return out
 
-    # (b) reasons shared by every configuration that no search axis is responsible for
-    if considered:
-        first = considered[0].rejections or []
-        for rejection in first:
-            if rejection.message in seen or any(f in names for f in rejection.fields):
-                continue
-            if all(any(r.message == rejection.message for r in (p.rejections or [])) for p in considered):
-                seen.add(rejection.message)
-                path = _field_path(rejection.fields[0]) if rejection.fields else ("spec", "search")
-                out.append(loaded.problem(path, rejection.message))
 
-    # (c) the summary: nothing in this space can run
-    total = len(points)
+def _empty_space(
+    loaded: LoadedSpec,
+    walked: Sequence[Axis],
+    total: int,
+    considered: Sequence[_Point],
+    *,
+    quote_example: bool,
+) -> SpecProblem:
+    """(c) the summary: nothing in this space can run; ``quote_example`` when nothing above
+    already says why."""
     excluded = total - len(considered)
     over = " × ".join(a.name for a in walked)
     of = f" of {over}" if over else ""
     if not considered:
-        search = spec.spec.search
         where: Path_ = ("spec", "search", "constraints")
-        if len(search.constraints) == 1:
+        if len(loaded.spec.spec.search.constraints) == 1:
             where = (*where, 0)
         what = "the only combination" if total == 1 else f"all {total} combinations{of} tried"
-        out.append(loaded.problem(where, f"the search space is empty: the constraints exclude {what}"))
-        return out
+        return loaded.problem(where, f"the search space is empty: the constraints exclude {what}")
     n = len(considered)
     message = "the search space is empty: " + (
         f"the only combination{of} tried is rejected by the engine rules"
@@ -248,13 +271,12 @@ def _report(
     )
     if excluded:
         message += f" ({excluded} more are excluded by the constraints)"
-    if not out:
+    if quote_example:
         example = next(r.message for p in considered for r in (p.rejections or []))
         if len(example) > _QUOTE:
             example = example[: _QUOTE - 3] + "..."
         message += f", e.g. {example}"
-    out.append(loaded.problem(("spec", "search"), message))
-    return out
+    return loaded.problem(("spec", "search"), message)
 
 
 def _value_path(spec: TuningSpec, axis: str, index: int) -> Path_:

@@ -37,9 +37,9 @@ from core.faults import crash_point
 from reconciler.artifacts import image_for
 from reconciler.levels import LevelHook, LevelRun
 from reconciler.study.contract import Measurement, Progress
-from specs.errors import UserError
+from specs.errors import UnsafePath, UserError
 from specs.model import TuningSpec
-from specs.paths import UnsafePath, inside_roots
+from specs.paths import inside_roots
 from specs.records import FailureRecord, GpuRecord
 from specs.space import Config
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 
-from backends.engines.replay import Answer, ReplayTable, canon, fixed_params, spec_levels
+from backends.engines.replay import fixed_params, spec_levels
+from backends.engines.replay_table import Answer, ReplayTable, canon
 from core.clock import now
 from reconciler.study.contract import LevelGate, Measurement
 from specs.model import Scalar, TuningSpec

@@ -27,7 +27,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.atomic import TEMP_SUFFIX, write_bytes
-from specs.paths import UnsafePath, is_real_dir, read_regular, real_dir
+from specs.errors import UnsafePath
+from specs.paths import is_real_dir, read_regular, real_dir
 from specs.records import ExperimentRecord, StatusRecord
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from backends.deploy.container import parse_volume
 from backends.deploy.leases import GpuLeaser
 from backends.deploy.registry import BackendRequest, get_backend
 from backends.engines import Engine, get_engine
-from backends.engines.replay import check_against, load_table, resolve_table, table_path
+from backends.engines.replay import check_against, resolve_table, table_path
+from backends.engines.replay_table import load_table
 from backends.workloads import Workload, build_workload
 from reconciler.artifacts import render
 from reconciler.experiment import ExperimentRunner

@@ -55,7 +55,7 @@ from pathlib import Path
 from core.atomic import write_bytes
 from core.faults import crash_point
 from reconciler.git import GitError, git, git_env, mask
-from specs.errors import TransientError
+from specs.errors import StateDirBusy
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,6 @@ def resolve_repo(repo: str) -> str:
     """A repository given as a relative path is made absolute at start-up (the clone runs git in
     other directories, where the relative path means something else)."""
     return os.path.abspath(repo) if is_local(repo) else repo
-
-
-class StateDirBusy(TransientError):
-    pass
 
 
 @dataclass

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from specs.paths import NotRegular, TooLarge, is_real_dir, read_regular
+from specs.errors import NotRegular, TooLarge
+from specs.paths import is_real_dir, read_regular
 from specs.records import ExperimentRecord, StatusRecord
 
 STATUS_FILE = "status.json"

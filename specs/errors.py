@@ -8,10 +8,22 @@ Three kinds, because each is handled differently by the reconciler:
 * :class:`TransientError` — I/O, git or backend trouble that may pass. Retried with backoff.
 * Anything else is a bug: it crashes loudly and systemd restarts the daemon.
 
-Every exception the product raises on purpose is defined here. The one exception to the rule is
-the simulated engine (``backends/sim/``): it is a separate program that imitates a real engine's
-failures (``CUDA out of memory``, an HTTP 400 with OpenAI's error type), and its exceptions model
-what that engine prints, not our error kinds.
+Every exception the product raises on purpose is defined here. Two exceptions to the rule:
+
+* the simulated engine (``backends/sim/``) is a separate program that imitates a real engine's
+  failures (``CUDA out of memory``, an HTTP 400 with OpenAI's error type), and its exceptions
+  model what that engine prints, not our error kinds;
+* ``core.faults.InjectedFault`` is a simulated *bug* (it must not be one of our kinds, or a
+  handler would contain it), and ``core`` imports nothing of ours, so it cannot live here.
+
+Private control-flow exceptions (``_Refused``, ``_NotFound``) stay beside the one function that
+raises and catches them; they never leave their module.
+
+:class:`UnsafePath` is an ``OSError``, not a :class:`UserError`: the readers that raise it raise
+``OSError`` for the same file too (missing, unreadable), their callers handle both in one
+``except OSError``, and the reconciler treats an ``OSError`` that escapes as transient. It is a
+user's mistake in substance, and every caller that can say so turns it into a located
+:class:`SpecProblem` or :class:`DatasetError`.
 """
 
 from __future__ import annotations
@@ -86,7 +98,71 @@ class SpecError(UserError):
         super().__init__("\n".join(str(p) for p in self.problems) or "invalid spec")
 
 
+# -- paths (specs.paths) ------------------------------------------------------------------------
+
+
+class UnsafePath(OSError):
+    """A path that a rule of :mod:`specs.paths` refuses; ``str()`` is a message for the spec's author."""
+
+
+class OutsideRoots(UnsafePath):
+    """The path resolves outside every allowed root."""
+
+
+class NotRegular(UnsafePath):
+    """A symlink, device, pipe or socket where a regular file was expected."""
+
+
+class TooLarge(UnsafePath):
+    """The file is above the byte cap."""
+
+
 # -- engines and backends ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one configuration cannot run on an engine.
+
+    :attr:`fields` names what caused it, most responsible first: search-axis names
+    (``parallel.dp``, ``quant.preset``, ``max-num-seqs``) or spec places written as dotted paths
+    under ``spec`` (``engine.args.tp-size``, ``model.servedName``, ``backend.gpus``), so that
+    ``check_spec`` can point at the YAML line.
+    """
+
+    message: str
+    fields: tuple[str, ...] = ()
+
+
+class ConfigRejected(UserError):
+    """A configuration the engine would refuse; :attr:`rejections` says why."""
+
+    def __init__(self, engine: str, rejections: list[Rejection]) -> None:
+        self.engine = engine
+        self.rejections = list(rejections)
+        super().__init__(f"{engine}: " + "; ".join(r.message for r in self.rejections))
+
+
+class ReplayTableError(UserError):
+    """A replay table that cannot be read; the message is located (``file:line: column: message``)."""
+
+
+class KubernetesAccessError(UserError):
+    """The daemon's Kubernetes account may not do something it needs (401/403).
+
+    A user error (the operator's configuration): retrying cannot help until the Role is fixed.
+    """
+
+
+class KubernetesApiError(TransientError):
+    """The API server kept failing (429, 5xx, connection) after every retry."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
+        super().__init__(
+            message, hint=hint or "the experiment is tried again later; check the API server's health"
+        )
+        self.status = status
+
 
 #: the hint each engine failure kind carries unless the backend gives a better one
 FAILURE_HINTS: dict[str, str] = {
@@ -198,3 +274,7 @@ class HostUnavailable(TransientError):
 
 class GitError(TransientError):
     """A git command failed or timed out (the remote may be down): retried with backoff."""
+
+
+class StateDirBusy(TransientError):
+    """Another daemon holds the lock of the state folder; it may exit, so this is retried."""

@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from specs.constraints import ConstraintError, parse_constraint
 from specs.errors import SpecError, SpecProblem
 from specs.model import PARALLEL_BOOL_FIELDS, PARALLEL_FIELDS, QUANT_FIELDS, TuningSpec
-from specs.suggest import did_you_mean
+from specs.schema_problems import Path_, dotted, kind_of, line_of, validation_problems
 
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 50_000
 MAX_DEPTH = 64
-
-Path_ = tuple[str | int, ...]
 
 
 @dataclass
@@ -46,28 +43,11 @@ class LoadedSpec:
         return self.spec.metadata.name
 
     def line_of(self, path: Iterable[str | int]) -> int | None:
-        return _line_of(self.lines, tuple(path))
+        return line_of(self.lines, tuple(path))
 
     def problem(self, path: Iterable[str | int], message: str) -> SpecProblem:
         p = tuple(path)
-        return SpecProblem(self.file, self.line_of(p), _dotted(p), message)
-
-
-def _line_of(lines: dict[Path_, int], path: Path_) -> int | None:
-    for n in range(len(path), -1, -1):
-        if path[:n] in lines:
-            return lines[path[:n]]
-    return None
-
-
-def _dotted(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
+        return SpecProblem(self.file, self.line_of(p), dotted(p), message)
 
 
 class _Refused(Exception):
@@ -108,7 +88,7 @@ class _Converter:
                 if key in written and id(key_node) in explicit:
                     raise _Refused(
                         key_node.start_mark.line + 1,
-                        f"duplicate key {key!r} ({_dotted(path) or 'top level'})",
+                        f"duplicate key {key!r} ({dotted(path) or 'top level'})",
                     )
                 if id(key_node) in explicit:
                     written.add(key)
@@ -187,14 +167,14 @@ def load_spec_text(text: str | bytes, file: str = "<string>") -> LoadedSpec:
                     file,
                     1,
                     "",
-                    f"expected a mapping with apiVersion, kind, metadata, spec; got {_kind(data)}",
+                    f"expected a mapping with apiVersion, kind, metadata, spec; got {kind_of(data)}",
                 )
             ]
         )
     try:
         spec = TuningSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems(exc, data, lines, file)) from None
+        raise SpecError(validation_problems(exc, data, lines, file)) from None
     loaded = LoadedSpec(spec=spec, file=file, lines=lines, sha256=hashlib.sha256(raw).hexdigest())
     problems = check_semantics(loaded)
     if problems:
@@ -287,115 +267,3 @@ def load_specs_from_paths(
             else:
                 seen[res.name] = p
     return out
-
-
-# --------------------------------------------------------------------------------------------- errors
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _yaml_path(loc: tuple[str | int, ...], data: Any) -> Path_:
-    """Keep the parts of a pydantic ``loc`` that are real keys of the data (drops union tags
-    such as ``synthetic`` or ``function-after[...]``); the last part is kept either way."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        in_dict = isinstance(node, dict) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if in_dict or in_list:
-            out.append(part)
-            node = node[part]
-        elif last and isinstance(part, str) and not part.startswith(("function-", "union[", "[key]")):
-            out.append(part)
-    return tuple(out)
-
-
-def _models_in(tp: Any) -> list[type[BaseModel]]:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _models_in(typing.get_args(tp)[0])
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [tp]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return [m for a in typing.get_args(tp) for m in _models_in(a)]
-    return []
-
-
-def _containers_in(tp: Any) -> list[Any]:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _containers_in(typing.get_args(tp)[0])
-    if origin in (dict, list):
-        return [tp]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return [c for a in typing.get_args(tp) for c in _containers_in(a)]
-    return []
-
-
-def _field_names(loc: tuple[str | int, ...]) -> list[str]:
-    """Field names (aliases) valid at the mapping that ``loc`` points into."""
-    current: list[Any] = [TuningSpec]
-    for part in loc:
-        nxt: list[Any] = []
-        for tp in current:
-            for model in _models_in(tp):
-                for name, info in model.model_fields.items():
-                    if part in (info.alias, name):
-                        nxt.append(info.annotation)
-                kind = model.model_fields.get("kind")
-                if kind is not None and part in typing.get_args(kind.annotation):
-                    nxt.append(model)
-            for cont in _containers_in(tp):
-                args = typing.get_args(cont)
-                if typing.get_origin(cont) is dict and isinstance(part, str):
-                    nxt.append(args[1])
-                elif typing.get_origin(cont) is list and isinstance(part, int):
-                    nxt.append(args[0])
-        current = nxt or current
-    names: list[str] = []
-    for tp in current:
-        for model in _models_in(tp):
-            names += [info.alias or name for name, info in model.model_fields.items()]
-    return names
-
-
-def _problems(exc: ValidationError, data: Any, lines: dict[Path_, int], file: str) -> list[SpecProblem]:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = _yaml_path(loc, data)
-        kind = err["type"]
-        msg = err["msg"]
-        given = err.get("input")
-        if kind == "extra_forbidden":
-            key = str(loc[-1])
-            msg = f"unknown field {key!r}{did_you_mean(key, _field_names(loc[:-1]))}"
-        elif kind == "missing":
-            msg = f"missing required field {str(loc[-1])!r}"
-        elif kind in ("value_error", "assertion_error"):
-            msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        elif kind == "literal_error" and isinstance(given, str):
-            expected = err.get("ctx", {}).get("expected", "")
-            options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip(" '")]
-            msg = f"{given!r} is not one of {expected}{did_you_mean(given, options)}"
-        elif kind == "union_tag_invalid":
-            ctx = err.get("ctx", {})
-            tag = str(ctx.get("tag", ""))
-            expected = str(ctx.get("expected_tags", ""))
-            options = [o.strip(" '") for o in expected.split(",")]
-            field = ctx.get("discriminator", "kind")
-            msg = f"unknown {field} {tag!r}: expected one of {expected}{did_you_mean(tag, options)}"
-        elif kind == "union_tag_not_found":
-            msg = f"missing 'kind': one of {err.get('ctx', {}).get('discriminator', '')}"
-        elif given is not None and not isinstance(given, dict | list):
-            shown = repr(given)
-            msg = f"{msg} (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
-        problems.append(SpecProblem(file, _line_of(lines, path), _dotted(path), msg))
-    return problems

@@ -33,11 +33,9 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from specs.errors import NotRegular, OutsideRoots, TooLarge, UnsafePath
+
 __all__ = [
-    "NotRegular",
-    "OutsideRoots",
-    "TooLarge",
-    "UnsafePath",
     "excerpt",
     "inside_roots",
     "is_real_dir",
@@ -48,22 +46,6 @@ __all__ = [
 
 #: the most of a file's content an error message may quote
 EXCERPT_CHARS = 40
-
-
-class UnsafePath(OSError):
-    """A path that a rule of this module refuses; ``str()`` is a message for the spec's author."""
-
-
-class OutsideRoots(UnsafePath):
-    """The path resolves outside every allowed root."""
-
-
-class NotRegular(UnsafePath):
-    """A symlink, device, pipe or socket where a regular file was expected."""
-
-
-class TooLarge(UnsafePath):
-    """The file is above the byte cap."""
 
 
 def inside_roots(path: str | os.PathLike[str], roots: Sequence[Path], *, base: Path | None = None) -> Path:

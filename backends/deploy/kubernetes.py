@@ -79,11 +79,16 @@ from backends.deploy.environment import engine_environment
 from backends.engines.base import LaunchPlan
 from core import atomic
 from core.redact import Redactor
-from specs.errors import MissingExtraError, TransientError, UserError
+from specs.errors import (
+    KubernetesAccessError,
+    KubernetesApiError,
+    MissingExtraError,
+    UserError,
+)
 from specs.model import KubernetesBackend as KubernetesSettings
 from specs.policy import Policy
 
-__all__ = ["KubernetesAccessError", "KubernetesBackend", "KubernetesDeployment", "RetryPolicy"]
+__all__ = ["KubernetesBackend", "KubernetesDeployment", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +106,6 @@ IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
-
-
-class KubernetesAccessError(UserError):
-    """The daemon's Kubernetes account may not do something it needs (401/403).
-
-    A user error (the operator's configuration): retrying cannot help until the Role is fixed.
-    """
-
-
-class KubernetesApiError(TransientError):
-    """The API server kept failing (429, 5xx, connection) after every retry."""
-
-    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
-        super().__init__(
-            message, hint=hint or "the experiment is tried again later; check the API server's health"
-        )
-        self.status = status
 
 
 class _NotFound(Exception):

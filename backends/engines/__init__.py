@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from backends.engines.base import ConfigRejected, Engine, FlagTable, LaunchPlan, Rejection, load_flag_table
+from backends.engines.base import Engine, FlagTable, LaunchPlan, load_flag_table
 from backends.engines.llamacpp import LlamacppEngine, LlamaServerEngine
 from backends.engines.replay import ReplayEngine
 from backends.engines.sglang import SglangEngine
@@ -46,11 +46,9 @@ def get_engine(name: str, variant: str | None = None) -> Engine:
 
 __all__ = [
     "ENGINES",
-    "ConfigRejected",
     "Engine",
     "FlagTable",
     "LaunchPlan",
-    "Rejection",
     "get_engine",
     "load_flag_table",
 ]

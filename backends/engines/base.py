@@ -13,7 +13,7 @@ Two kinds of "no": a *spec* problem is located in the YAML (:meth:`Engine.check`
 ``backends.validation.check_spec`` for everything that needs the whole search space); a
 *configuration* problem (:class:`Rejection`) says why one point of the space cannot run on this
 engine, e.g. ``tp=2, dp=4`` with SGLang's dp-attention. Launching a rejected configuration raises
-:class:`ConfigRejected` instead of producing a command line the engine would refuse.
+:class:`specs.errors.ConfigRejected` instead of producing a command line the engine would refuse.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from specs.errors import SpecProblem, UserError
+from specs.errors import Rejection, SpecProblem, UserError
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
 
@@ -152,27 +152,22 @@ class LaunchPlan:
     simulated: bool = False
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """Why one configuration cannot run on an engine.
-
-    :attr:`fields` names what caused it, most responsible first: search-axis names
-    (``parallel.dp``, ``quant.preset``, ``max-num-seqs``) or spec places written as dotted paths
-    under ``spec`` (``engine.args.tp-size``, ``model.servedName``, ``backend.gpus``), so that
-    ``check_spec`` can point at the YAML line.
-    """
-
-    message: str
-    fields: tuple[str, ...] = ()
+Settings = TypeVar("Settings")
 
 
-class ConfigRejected(UserError):
-    """A configuration the engine would refuse; :attr:`rejections` says why."""
+@dataclass
+class BlockResult(Generic[Settings]):
+    """What an engine-agnostic block of a configuration (``quantization``, ``parallel``) maps to
+    on one engine: the resolved settings, the engine flags and LLM API arguments they become, and
+    why the engine cannot honour them. :class:`backends.engines.common.TableEngine` merges these
+    into its launch plan."""
 
-    def __init__(self, engine: str, rejections: list[Rejection]) -> None:
-        self.engine = engine
-        self.rejections = list(rejections)
-        super().__init__(f"{engine}: " + "; ".join(r.message for r in self.rejections))
+    settings: Settings
+    #: engine flags (canonical table names) written for the block
+    flags: dict[str, Scalar] = field(default_factory=dict)
+    #: LLM API arguments (TensorRT-LLM's ``--extra_llm_api_options`` file)
+    llm_api: dict[str, Any] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 class Engine(Protocol):
@@ -182,7 +177,7 @@ class Engine(Protocol):
     * Every ``--flag`` in ``argv`` exists in :attr:`flags` (the contract test checks it).
     * :meth:`check` reports every problem of a spec for this engine, located; it never raises.
     * :meth:`config_problems` is empty exactly when :meth:`resolve` and :meth:`launch` succeed
-      for a configuration of a spec that passed :meth:`check`; they raise :class:`ConfigRejected`
+      for a configuration of a spec that passed :meth:`check`; they raise :class:`specs.errors.ConfigRejected`
       otherwise. :meth:`gpus_for` never raises: it counts what the parallel settings ask for.
     """
 

@@ -27,14 +27,13 @@ from typing import Any, ClassVar
 import yaml
 
 from backends.engines import parallel, quantization
-from backends.engines.base import ConfigRejected, FlagInfo, FlagTable, LaunchPlan, Rejection, load_flag_table
+from backends.engines.base import FlagTable, LaunchPlan, load_flag_table
+from backends.engines.flag_checks import check_flags
 from backends.engines.values import check_value, render_flag
-from specs.errors import SpecProblem, UserError
+from specs.errors import ConfigRejected, Rejection, SpecProblem, UserError
 from specs.loader import LoadedSpec
-from specs.model import EnvFrom, ParamSpec, Scalar, TuningSpec
+from specs.model import EnvFrom, Scalar, TuningSpec
 from specs.suggest import closest
-
-Path_ = tuple[str | int, ...]
 
 
 @dataclass
@@ -360,119 +359,10 @@ class TableEngine(abc.ABC):
     # ----------------------------------------------------------------------------------------- static checks
 
     def check(self, loaded: LoadedSpec) -> list[SpecProblem]:
-        """Flag-level problems of the spec, located; combination rules are checked over the whole
-        search space by ``backends.validation.check_spec``."""
-        spec = loaded.spec
-        body = spec.spec
-        problems: list[SpecProblem] = []
-        if body.backend.kind == "docker" and self.image(spec) is None:
-            problems.append(
-                loaded.problem(
-                    ("spec", "engine", "name"),
-                    f"the docker backend runs an image, and {self.title} has no official one: "
-                    "set engine.image",
-                )
-            )
-        for where, message in self.model_problems(spec):
-            problems.append(loaded.problem(("spec", *where.split(".")), message))
-        canonical: dict[str, list[Path_]] = {}
-        for name, value in body.engine.args.items():
-            path: Path_ = ("spec", "engine", "args", name)
-            info = self._known(loaded, path, name, problems)
-            if info is None:
-                continue
-            canonical.setdefault(info.name, []).append(path)
-            problem = check_value(info, value)
-            if problem is not None:
-                problems.append(loaded.problem(path, problem))
-        for name, param in body.search.parameters.items():
-            path = ("spec", "search", "parameters", name)
-            info = self._known(loaded, path, name, problems)
-            if info is None:
-                continue
-            canonical.setdefault(info.name, []).append(path)
-            problems += self._check_param(loaded, path, info, param)
-        for flag, paths in canonical.items():
-            for path in paths[1:]:
-                problems.append(
-                    loaded.problem(
-                        path, f"{self.spell(flag)} is given twice (as {paths[0][-1]!r} and {path[-1]!r})"
-                    )
-                )
-        problems += self._static_conflicts(loaded, canonical)
-        return problems
-
-    def _known(
-        self, loaded: LoadedSpec, path: Path_, name: str, problems: list[SpecProblem]
-    ) -> FlagInfo | None:
-        info = self.flags.get(name)
-        if info is None:
-            problems.append(loaded.problem(path, self.unknown_message(name)))
-            return None
-        if info.name in self.reserved():
-            problems.append(loaded.problem(path, self.reserved_message(info.name)))
-            return None
-        return info
-
-    def _check_param(
-        self, loaded: LoadedSpec, path: Path_, info: FlagInfo, param: ParamSpec
-    ) -> list[SpecProblem]:
-        shown = self.spell(info.name)
-        if param.values is not None:
-            out = []
-            for i, value in enumerate(param.values):
-                problem = check_value(info, value)
-                if problem is not None:
-                    out.append(loaded.problem((*path, "values", i), problem))
-            return out
-        if info.type not in ("int", "float"):
-            kind = {"bool": "boolean", "str": "string", "path": "path", "json": "JSON"}[info.type]
-            return [
-                loaded.problem(
-                    path, f"{shown} is a {kind} flag: a low/high range needs a number flag; list values"
-                )
-            ]
-        if info.type == "int" and not param.is_int:
-            return [
-                loaded.problem(path, f"{shown} takes whole numbers (int): give integer low, high and step")
-            ]
-        if info.choices is not None:
-            grid = param.grid()
-            if grid is None:
-                return [
-                    loaded.problem(path, f"{shown} takes one of {list(info.choices)}: list them with values")
-                ]
-            bad = [v for v in grid if check_value(info, v) is not None]
-            if bad:
-                return [
-                    loaded.problem(
-                        path,
-                        f"this range gives {', '.join(map(str, bad[:5]))}, which {shown} does not take "
-                        f"(choices: {', '.join(map(str, info.choices))}): list the values instead",
-                    )
-                ]
-        return []
-
-    def _static_conflicts(
-        self, loaded: LoadedSpec, canonical: Mapping[str, list[Path_]]
-    ) -> list[SpecProblem]:
-        search = loaded.spec.spec.search
-        out: list[SpecProblem] = []
-        if search.parallel is not None:
-            for name, flags in parallel.owned_flags(self.name).items():
-                if getattr(search.parallel, name) is None:
-                    continue
-                for flag in flags:
-                    for path in canonical.get(flag, []):
-                        out.append(loaded.problem(path, parallel.twice_message(flag, name)))
-        if search.quantization is not None:
-            for name, flags in quantization.owned_flags(self.name, self.variant).items():
-                if getattr(search.quantization, name) is None:
-                    continue
-                for flag in flags:
-                    for path in canonical.get(flag, []):
-                        out.append(loaded.problem(path, quantization.twice_message(self.flags, flag, name)))
-        return out
+        """Flag-level problems of the spec, located (:mod:`backends.engines.flag_checks`);
+        combination rules are checked over the whole search space by
+        ``backends.validation.check_spec``."""
+        return check_flags(self, loaded)
 
 
 __all__ = ["Built", "TableEngine"]

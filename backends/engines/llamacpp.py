@@ -31,10 +31,9 @@ import sys
 from collections.abc import Mapping
 from typing import ClassVar
 
-from backends.engines.base import Rejection
 from backends.engines.common import Built, TableEngine
 from backends.engines.values import check_value
-from specs.errors import MissingExtraError, SpecProblem, UserError
+from specs.errors import MissingExtraError, Rejection, SpecProblem, UserError
 from specs.loader import LoadedSpec
 from specs.model import Scalar, TuningSpec
 

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Mapping
 
 from backends.engines import startup
-from backends.engines.base import Rejection
 from backends.engines.common import TableEngine
+from specs.errors import Rejection
 from specs.model import Scalar, TuningSpec
 
 

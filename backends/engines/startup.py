@@ -20,7 +20,7 @@ import contextlib
 import io
 from collections.abc import Mapping
 
-from backends.engines.base import Rejection
+from specs.errors import Rejection
 from specs.model import Scalar
 
 #: where each rule comes from

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from backends.engines import startup
-from backends.engines.base import Rejection
 from backends.engines.common import TableEngine
+from specs.errors import Rejection
 from specs.model import Scalar, TuningSpec
 
 

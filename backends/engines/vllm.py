@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from backends.engines import startup
-from backends.engines.base import Rejection
 from backends.engines.common import TableEngine
+from specs.errors import Rejection
 from specs.model import Scalar, TuningSpec
 
 

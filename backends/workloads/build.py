@@ -33,9 +33,9 @@ from backends.workloads.files import Row, decode_utf8, parse
 from backends.workloads.lengths import describe, draw_length
 from backends.workloads.model import RequestSpec, Workload, WorkloadStats, fingerprint
 from backends.workloads.synthetic import build_synthetic
-from specs.errors import DatasetError
+from specs.errors import DatasetError, OutsideRoots, TooLarge, UnsafePath
 from specs.model import FileDataset, SyntheticDataset
-from specs.paths import OutsideRoots, TooLarge, UnsafePath, inside_roots, read_regular
+from specs.paths import inside_roots, read_regular
 
 
 def build_workload(

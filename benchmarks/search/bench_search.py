@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.engines import get_engine
-from backends.engines.replay import load_table
+from backends.engines.replay_table import load_table
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.study import Study

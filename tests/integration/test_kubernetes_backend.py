@@ -24,10 +24,10 @@ from backends.deploy.base import EngineFailure
 from backends.deploy.kubernetes import (
     L_DEPLOYMENT,
     L_SPEC,
-    KubernetesAccessError,
     KubernetesBackend,
 )
 from backends.engines.base import LaunchPlan
+from specs.errors import KubernetesAccessError
 from tests.conftest import REPO
 from tests.contract.backend_contract import http_status, standin_plan, wait_for
 from tests.fakes.cluster import FakeCluster, fake_cluster

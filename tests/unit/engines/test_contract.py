@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from backends.engines import ENGINES, ConfigRejected, get_engine, load_flag_table
+from backends.engines import ENGINES, get_engine, load_flag_table
 from backends.engines import parallel as par
 from backends.engines.base import Engine, FlagTable
 from backends.engines.common import TableEngine
+from specs.errors import ConfigRejected
 from specs.loader import LoadedSpec
 from specs.model import TuningSpec
 from specs.space import grid

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from backends.engines import ConfigRejected, get_engine
+from backends.engines import get_engine
 from backends.engines.quantization import PRESETS
+from specs.errors import ConfigRejected
 from specs.model import QUANT_PRESETS
 from tests.unit.engines.helpers import load
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from backends.deploy.leases import GpuLeaser
-from backends.engines.replay import ReplayTableError, check_against, load_table, parse_table
+from backends.engines.replay import check_against
+from backends.engines.replay_table import load_table, parse_table
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec
 from specs import load_spec_text
-from specs.errors import UserError
+from specs.errors import ReplayTableError, UserError
 
 HEADER = (
     "max-num-seqs,enable-chunked-prefill,concurrency,state,failure_kind,failure_reason,default,"

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from backends.deploy.leases import GpuLeaser
-from backends.engines.replay import load_table
+from backends.engines.replay_table import load_table
 from reconciler.replay import ReplayExecutor
 from reconciler.results import ResultsStore
 from reconciler.runspec import RunContext, run_spec

@@ -14,7 +14,7 @@ import pytest
 from reconciler.cli import main
 from reports import build_site
 from reports.results import slug
-from reports.site import MANIFEST
+from reports.site.inputs import MANIFEST
 from specs.errors import UserError
 from tests.unit.reports.conftest import XSS_NAME, XSS_TITLE, XSS_VALUE, xss_plan
 from tests.unit.reports.factory import SpecPlan, add_experiment, demo_plans, write_spec
@@ -242,7 +242,7 @@ def test_manifest_survives_corruption(results: Path, tmp_path: Path) -> None:
 
 def test_parallel_build_matches_serial(results: Path, tmp_path: Path) -> None:
     serial = build_site(results, tmp_path / "a", workers=1)
-    import reports.site as site_mod
+    import reports.site.build as site_mod
 
     old = site_mod.PARALLEL_MIN_PAGES
     site_mod.PARALLEL_MIN_PAGES = 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reports.render import _points_table, environment
+from reports.pages.experiment import _points_table
+from reports.render import environment
 from specs.records import LoadPointRecord
 
 

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 
 from pydantic import BaseModel
 
 from specs import model as m
+from specs.model.base import StrictModel
 from tests.conftest import REPO
 
 
 def _models() -> list[type[BaseModel]]:
-    return [
-        v for v in vars(m).values() if isinstance(v, type) and issubclass(v, m._Strict) and v is not m._Strict
+    """Every model of every section module, private bases included (their fields are the
+    subclasses' too)."""
+    modules = [
+        importlib.import_module(f"{m.__name__}.{info.name}") for info in pkgutil.iter_modules(m.__path__)
     ]
+    found = {
+        v
+        for mod in modules
+        for v in vars(mod).values()
+        if isinstance(v, type) and issubclass(v, StrictModel) and v is not StrictModel
+    }
+    return sorted(found, key=lambda v: (v.__module__, v.__name__))
 
 
 def test_every_field_is_documented() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from specs.paths import NotRegular, OutsideRoots, TooLarge, excerpt, inside_roots, read_regular, real_dir
+from specs.errors import NotRegular, OutsideRoots, TooLarge
+from specs.paths import excerpt, inside_roots, read_regular, real_dir
 
 
 def test_inside_roots_resolves_symlinks_first(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from specs import SpecError, load_spec_text
-from specs.paths import UnsafePath
+from specs.errors import UnsafePath
 from specs.policy import Policy, check_host_path, check_policy, is_loader_var, load_policy
 from tests.conftest import EXAMPLES
 

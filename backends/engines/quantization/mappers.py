@@ -1,145 +1,26 @@
-"""Engine-agnostic quantization: four fields, five presets, and what each engine really does
-with them.
-
-The fields (``specs.model.QUANT_FIELDS``):
-
-* ``gemm_dtype``: weights and activations of the linear layers: ``auto``, ``bfloat16``,
-  ``float16``, ``fp8`` (online dynamic FP8), ``int8``;
-* ``kvcache_dtype``: the KV cache: ``auto``, ``fp8`` (= ``fp8_e4m3``, as vLLM defines it),
-  ``fp8_e4m3``, ``fp8_e5m2``, ``bfloat16`` ..., or llama.cpp's ``q8_0``/``q4_0``/...;
-* ``attention_dtype``: the attention computation;
-* ``moe_dtype``: the MoE experts: ``auto``, ``fp8``, ``int8``.
-
-Why per-engine mappers instead of one table: the engines disagree on what exists. vLLM has one
-``--quantization`` method per process (so fp8 linear layers and int8 experts cannot be combined),
-SGLang has no attention dtype at all (the original system wrote ``--attention-backend fp8``,
-which is not a backend), TensorRT-LLM's PyTorch backend does not quantize online and takes its KV
-cache dtype from the LLM API file, and llama.cpp's weights are whatever the GGUF file holds. A
-value an engine cannot honour is a :class:`Rejection` naming what it supports, never silently
-dropped. ``auto`` always means "the engine's default" and emits nothing.
-"""
+"""One mapper per engine: what it really does with the four quantization fields (why per engine:
+the package docstring). A mapper writes flags and LLM API arguments into a
+:class:`~.settings.QuantResult` and rejects, naming what the engine supports, what it cannot do."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from backends.engines.base import FlagTable, Rejection
-from specs.model import QUANT_FIELDS, Scalar
-
-#: the presets, in the engine-agnostic vocabulary; fields not named stay ``auto``
-PRESETS: dict[str, dict[str, str]] = {
-    "default": {},
-    "kv-cache-fp8": {"kvcache_dtype": "fp8"},
-    "dynamic-fp8": {"gemm_dtype": "fp8", "kvcache_dtype": "fp8", "moe_dtype": "fp8"},
-    "bf16-stable": {"gemm_dtype": "bfloat16"},
-    "aggressive-moe": {"kvcache_dtype": "fp8", "moe_dtype": "int8"},
-}
-
-#: other spellings users write, folded into the vocabulary above
-ALIASES = {
-    "bf16": "bfloat16",
-    "fp16": "float16",
-    "f16": "float16",
-    "half": "float16",
-    "f32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "none": "auto",
-    "default": "auto",
-}
-
-SHORT = {
-    "gemm_dtype": "gemm",
-    "kvcache_dtype": "KV cache",
-    "attention_dtype": "attention",
-    "moe_dtype": "MoE",
-}
+from backends.engines.quantization.settings import QuantContext, QuantResult
+from specs.errors import Rejection
+from specs.model import QUANT_FIELDS
 
 
-@dataclass(frozen=True)
-class QuantSettings:
-    values: Mapping[str, str] = field(default_factory=dict)
-    origin: Mapping[str, str] = field(default_factory=dict)
-
-    def get(self, name: str) -> str:
-        return self.values.get(name, "auto")
-
-    def where(self, *names: str) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.origin[n] for n in names if n in self.origin))
-
-
-@dataclass(frozen=True)
-class QuantContext:
-    """What a mapper may look at besides the settings."""
-
-    engine: str
-    table: FlagTable
-    #: engine flags given directly: canonical name → (value, origin)
-    raw: Mapping[str, tuple[Scalar, str]]
-    variant: str | None = None
-
-
-@dataclass
-class QuantResult:
-    settings: QuantSettings
-    flags: dict[str, Scalar] = field(default_factory=dict)
-    llm_api: dict[str, Any] = field(default_factory=dict)
-    rejections: list[Rejection] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def set(self, flag: str, value: Scalar, name: str, ctx: QuantContext) -> None:
-        """Emit ``flag``, unless the spec already sets it directly (then it is given twice)."""
-        if flag in ctx.raw:
-            self.rejections.append(
-                Rejection(
-                    twice_message(ctx.table, flag, name), (ctx.raw[flag][1], *self.settings.where(name))
-                )
-            )
-            return
-        self.flags[flag] = value
-
-    def reject(self, message: str, *names: str) -> None:
-        self.rejections.append(Rejection(message, self.settings.where(*names)))
-
-    def unsupported(self, title: str, name: str, supported: list[str], extra: str = "") -> None:
-        value = self.settings.get(name)
-        self.reject(
-            f"{title} does not support {name} {value!r}{extra}: supported values are {', '.join(supported)}",
-            name,
-        )
-
-
-def twice_message(table: FlagTable, flag: str, name: str) -> str:
-    return (
-        f"{table.spell(flag)} is set both as an engine flag and by quantization.{name}: give it in one place"
-    )
-
-
-def _norm(value: Scalar) -> str:
-    text = str(value).strip()
-    return ALIASES.get(text.lower(), text)
-
-
-def settings_from(given: Mapping[str, Scalar]) -> tuple[QuantSettings, list[Rejection]]:
-    """Preset first, then explicit fields on top (``{preset: kv-cache-fp8, gemm_dtype: fp8}``)."""
-    values: dict[str, str] = {}
-    origin: dict[str, str] = {}
-    rejections: list[Rejection] = []
-    preset = given.get("preset")
-    if preset is not None:
-        if preset not in PRESETS:
-            rejections.append(Rejection(f"unknown quantization preset {preset!r}", ("quant.preset",)))
-        else:
-            for name, value in PRESETS[str(preset)].items():
-                values[name] = value
-                origin[name] = "quant.preset"
-    for name in QUANT_FIELDS:
-        if name in given:
-            values[name] = _norm(given[name])
-            origin[name] = f"quant.{name}"
-    return QuantSettings(values=values, origin=origin), rejections
+def _kv_cache_dtype(r: QuantResult, ctx: QuantContext, kv: str, title: str, extra: str = "") -> None:
+    """``--kv-cache-dtype``, for engines whose flag table lists the dtypes it takes (vLLM, sim):
+    the table of the engine's release is the authority, not a list kept here."""
+    info = ctx.table.get("kv-cache-dtype")
+    choices = [str(c) for c in (info.choices or ()) if c != "auto"] if info else []
+    if kv in choices:
+        r.set("kv-cache-dtype", kv, "kvcache_dtype", ctx)
+    else:
+        r.unsupported(title, "kvcache_dtype", ["auto", *choices], extra)
 
 
 # --------------------------------------------------------------------------------------------- vLLM
@@ -184,17 +65,7 @@ def _vllm(r: QuantResult, ctx: QuantContext) -> None:
         if method == "fp8" and moe == "auto":
             r.notes.append("vLLM's --quantization fp8 quantizes the MoE experts too")
     if kv != "auto":
-        info = ctx.table.get("kv-cache-dtype")
-        choices = [str(c) for c in (info.choices or ()) if c != "auto"] if info else []
-        if kv in choices:
-            r.set("kv-cache-dtype", kv, "kvcache_dtype", ctx)
-        else:
-            r.unsupported(
-                "vLLM",
-                "kvcache_dtype",
-                ["auto", *choices],
-                f" (--kv-cache-dtype of vLLM {ctx.table.version})",
-            )
+        _kv_cache_dtype(r, ctx, kv, "vLLM", f" (--kv-cache-dtype of vLLM {ctx.table.version})")
     if attn in ("bfloat16", "float16", "float32"):
         r.set("override-attention-dtype", attn, "attention_dtype", ctx)
     elif attn == "fp8":
@@ -384,12 +255,7 @@ def _sim(r: QuantResult, ctx: QuantContext) -> None:
     elif gemm != "auto":
         r.unsupported("the sim engine", "gemm_dtype", ["auto", "bfloat16", "float16", "fp8", "int8"])
     if kv != "auto":
-        info = ctx.table.get("kv-cache-dtype")
-        choices = [str(c) for c in (info.choices or ()) if c != "auto"] if info else []
-        if kv in choices:
-            r.set("kv-cache-dtype", kv, "kvcache_dtype", ctx)
-        else:
-            r.unsupported("the sim engine", "kvcache_dtype", ["auto", *choices])
+        _kv_cache_dtype(r, ctx, kv, "the sim engine")
     if attn != "auto":
         r.reject(
             "the sim engine has no attention dtype setting: attention_dtype must be auto", "attention_dtype"
@@ -408,36 +274,3 @@ MAPPERS: dict[str, Callable[[QuantResult, QuantContext], None]] = {
     "llamacpp": _llamacpp,
     "sim": _sim,
 }
-
-#: field → engine flags the mapping may write, per engine (and llama.cpp variant): an engine flag
-#: given directly *and* a quantization field that writes it is a "given twice" error
-OWNED: dict[str, dict[str, tuple[str, ...]]] = {
-    "vllm": {
-        "gemm_dtype": ("quantization", "dtype"),
-        "kvcache_dtype": ("kv-cache-dtype",),
-        "attention_dtype": ("override-attention-dtype",),
-        "moe_dtype": ("quantization",),
-    },
-    "sglang": {
-        "gemm_dtype": ("quantization", "dtype", "torchao-config"),
-        "kvcache_dtype": ("kv-cache-dtype",),
-        "moe_dtype": ("quantization",),
-    },
-    "trtllm": {},
-    "llamacpp": {"kvcache_dtype": ("type_k", "type_v")},
-    "llamacpp-native": {"kvcache_dtype": ("cache-type-k", "cache-type-v")},
-    "sim": {"gemm_dtype": ("quantization", "dtype"), "kvcache_dtype": ("kv-cache-dtype",)},
-}
-
-
-def owned_flags(engine: str, variant: str | None = None) -> dict[str, tuple[str, ...]]:
-    key = "llamacpp-native" if engine == "llamacpp" and variant == "native" else engine
-    return OWNED[key]
-
-
-def resolve(given: Mapping[str, Scalar], ctx: QuantContext) -> QuantResult:
-    """Quantization of one configuration for ``ctx.engine``. Never raises."""
-    settings, rejections = settings_from(given)
-    result = QuantResult(settings=settings, rejections=rejections)
-    MAPPERS[ctx.engine](result, ctx)
-    return result
