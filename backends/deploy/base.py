@@ -91,14 +91,12 @@ ADDRESS_IN_USE_PATTERNS: tuple[str, ...] = (
 )
 
 #: Substrings meaning the container runtime could not find the program to run: runc/containerd
-#: (``exec: "vllm": executable file not found in $PATH``, ``stat /x: no such file or
-#: directory``), crun/Podman (``executable file `x` not found``, ``OCI runtime attempted to
-#: invoke a command that was not found``).
+#: (``exec: "vllm": executable file not found in $PATH``), crun/Podman (``executable file `x`
+#: not found in $PATH``, ``OCI runtime attempted to invoke a command that was not found``).
 MISSING_EXECUTABLE_PATTERNS: tuple[str, ...] = (
     "executable file not found",
     "not found in $path",
     "command that was not found",
-    "no such file or directory",
 )
 
 #: How our own lines in an engine log begin (``[autotuner <time>] ...``). They quote command
@@ -160,9 +158,15 @@ def looks_like_address_in_use(log_text: str) -> bool:
     return any(p in low for p in ADDRESS_IN_USE_PATTERNS)
 
 
-def looks_like_missing_executable(text: str) -> bool:
+def looks_like_missing_executable(text: str, program: str = "") -> bool:
+    """Whether a runtime's refusal to start says the program is not there: one of
+    :data:`MISSING_EXECUTABLE_PATTERNS`, or ``no such file or directory`` about ``program``
+    itself (runc's ``stat /x: no such file or directory``; a missing mount source says the same
+    words about another path, and is not this)."""
     low = text.lower()
-    return any(p in low for p in MISSING_EXECUTABLE_PATTERNS)
+    if any(p in low for p in MISSING_EXECUTABLE_PATTERNS):
+        return True
+    return bool(program) and "no such file or directory" in low and program.lower() in low
 
 
 def check_name(name: str) -> str:

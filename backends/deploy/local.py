@@ -257,7 +257,10 @@ class LocalDeployment(DeploymentCore):
             where = "in the working directory" if self.workdir is not None else "on the daemon's PATH"
             path = self._env.get("PATH", "")
             return executable_missing(
-                self.name, program, f"{detail}; looked {where}, PATH={path!r}", where="host"
+                self.name,
+                f"the program {program!r}",
+                f"{detail}; looked {where}, PATH={path!r}",
+                where="host",
             )
         return EngineFailure(
             "environment",

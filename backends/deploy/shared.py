@@ -340,7 +340,12 @@ class DeploymentCore:
         return self.log_tail(self._backend.tail_lines)
 
     def _failure_now(
-        self, kind: FailureKind, message: str, *, exit_info: ExitInfo | None = None
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        exit_info: ExitInfo | None = None,
+        hint: str | None = None,
     ) -> EngineFailure:
         ended = exit_info if exit_info is not None else self.exit_info()
         self._settle_log(ended)
@@ -350,6 +355,7 @@ class DeploymentCore:
             self._redactor.redact(message),
             log_tail=tail,
             exit_code=ended.returncode if ended is not None else None,
+            hint=hint,
         )
 
     def _not_ready(self, clock: Readiness, why: str) -> EngineFailure:
@@ -372,16 +378,15 @@ class DeploymentCore:
             f.write(f"{OWN_LINE_MARK}{now()}] {self._redactor.redact(text)}\n")
 
 
-def executable_missing(name: str, program: str, detail: str, *, where: str) -> EngineFailure:
-    """The engine's program is not there: an environment failure (never cached), naming it."""
+def executable_missing(name: str, what: str, detail: str, *, where: str) -> EngineFailure:
+    """The engine's program is not there (``what``: which, in words): an environment failure,
+    never cached, with a hint for where it is looked for (``where``: ``host`` or ``image``)."""
     hints = {
-        "host": f"install the engine so that {program!r} is on the daemon's PATH (or give its full "
-        "path), or use the docker backend; the experiment is retried, not cached",
-        "image": f"use an image that has {program!r} (spec.engine.image), or an engine whose image's "
+        "host": "install the engine on the daemon's host so that its program is on the daemon's PATH "
+        "(or give its full path), or use the docker backend; the experiment is retried, not cached",
+        "image": "use an image that has the engine's program (spec.engine.image), or one whose "
         "entrypoint is the server; the experiment is retried, not cached",
     }
     return EngineFailure(
-        "executable_missing",
-        f"engine {name}: the program {program!r} cannot be run ({detail})",
-        hint=hints[where],
+        "executable_missing", f"engine {name}: {what} cannot be run ({detail})", hint=hints[where]
     )
