@@ -1,11 +1,14 @@
 """The local backend: the engine as a child process of this tool, on this host's GPUs.
 
 Process handling (own process group, parent-death signal, pid files, teardown of the whole group)
-lives in :mod:`backends.deploy.procs`; this module adds what makes a process an *engine
-deployment*: the environment (built from nothing by :mod:`backends.deploy.environment`, with
-``CUDA_VISIBLE_DEVICES`` from the lease), readiness polling over
-HTTP, failure classification, and the one retry on a port that was taken between
-:func:`~backends.deploy.procs.free_port` and the engine's bind.
+lives in :mod:`backends.deploy.procs`; what every backend does alike (validation, the
+environment built from nothing with ``CUDA_VISIBLE_DEVICES`` from the lease, teardown once, the
+redacted tail, the readiness clock, classified failures) in :mod:`backends.deploy.shared`.
+This module adds what makes a process an *engine deployment*: spawning it (a program that is
+not there is ``executable_missing``, an environment failure naming the program and the
+``PATH`` searched, never cached), readiness over HTTP while watching the process, and the one
+retry on a port that was taken between :func:`~backends.deploy.procs.free_port` and the
+engine's bind.
 
 Port decision: the *caller* picks the port with :func:`~backends.deploy.procs.free_port` and
 hands it to the engine mapping, which writes it into the argv (the mapping is pure and owns the
