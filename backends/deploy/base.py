@@ -14,16 +14,19 @@ the same way whatever the backend::
     finally:
         dep.teardown()
 
-Why a ``typing.Protocol`` and not a base class: backends share no code worth inheriting (a
-subprocess, a container and a pod have nothing in common below this surface), and a protocol
-keeps ``docker``/``kubernetes`` free to be thin wrappers over their client libraries. What they
-*must* share is behaviour, stated in the docstrings below and checked by the contract suite in
-``tests/contract/backend_contract.py``, which every backend runs.
+Why a ``typing.Protocol``: the protocol is the contract the runner relies on, stated in the
+docstrings below and checked by the contract suite in ``tests/contract/backend_contract.py``,
+which every backend runs; a test double satisfies it without inheriting anything. What the
+three real backends do the same way (the registry of live deployments, the checks and the
+environment of ``deploy``, teardown once, the redacted log tail, the readiness clock, building a
+classified failure) is written once in :mod:`backends.deploy.shared`, which they inherit.
 
 Failures are *classified* here, once, for every backend (:func:`classify_failure`): the record
 and the optimizer need to know whether a configuration ran out of memory (a property of the
 configuration: tell Optuna it failed) or whether the engine never answered (maybe a slow
-download: the hint says to raise the start-up timeout).
+download: the hint says to raise the start-up timeout). A program the engine needs that is not
+there (:func:`looks_like_missing_executable`) is ``executable_missing``, an *environment*
+failure: installing the engine must re-measure the configuration, so it is never cached.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ from typing import Protocol, runtime_checkable
 
 from backends.engines.base import LaunchPlan
 from core.redact import redact, secret_values
-from specs.errors import DeployCancelled, EngineFailure, UserError
-from specs.records import EngineFailureKind
+from specs.errors import DeployCancelled, EngineFailure
+from specs.records import ENVIRONMENT_FAILURES, EngineFailureKind
 
 __all__ = [
     "ADDRESS_IN_USE_PATTERNS",
+    "MISSING_EXECUTABLE_PATTERNS",
     "OOM_PATTERNS",
+    "OWN_LINE_MARK",
     "DeployBackend",
     "DeployCancelled",
     "Deployment",
@@ -55,9 +60,9 @@ __all__ = [
     "check_name",
     "classify_failure",
     "looks_like_address_in_use",
+    "looks_like_missing_executable",
     "probe_health",
     "redact",
-    "resolve_env_from",
     "secret_values",
 ]
 
@@ -84,6 +89,19 @@ ADDRESS_IN_USE_PATTERNS: tuple[str, ...] = (
     "eaddrinuse",
     "couldn't bind http server socket",
 )
+
+#: Substrings meaning the container runtime could not find the program to run: runc/containerd
+#: (``exec: "vllm": executable file not found in $PATH``), crun/Podman (``executable file `x`
+#: not found in $PATH``, ``OCI runtime attempted to invoke a command that was not found``).
+MISSING_EXECUTABLE_PATTERNS: tuple[str, ...] = (
+    "executable file not found",
+    "not found in $path",
+    "command that was not found",
+)
+
+#: How our own lines in an engine log begin (``[autotuner <time>] ...``). They quote command
+#: lines, which must never make a failure look like an out-of-memory one.
+OWN_LINE_MARK = "[autotuner "
 
 # DNS-1123 label: the strictest of the three backends' naming rules (a Kubernetes pod name), so a
 # name valid for one backend is valid for all of them.
@@ -118,13 +136,18 @@ class ExitInfo:
 
 
 def classify_failure(log_text: str, default: FailureKind) -> FailureKind:
-    """``"oom"`` when the log shows the engine ran out of memory, else ``default``.
+    """``"oom"`` when the engine's log shows it ran out of memory, else ``default``.
 
-    Out of memory wins over every other kind: an engine that OOMs often hangs instead of exiting
-    (a readiness timeout) or dies later under load (crashed), and the useful fact for the record
-    and the optimizer is that the configuration does not fit.
+    Out of memory wins over every configuration-side kind: an engine that OOMs often hangs
+    instead of exiting (a readiness timeout) or dies later under load (crashed), and the useful
+    fact for the record and the optimizer is that the configuration does not fit. It does not
+    win over an environment failure (no image, no program, not schedulable): the engine never
+    ran, so its log says nothing about the configuration. Our own marked lines
+    (:data:`OWN_LINE_MARK`) are not the engine's and are not read.
     """
-    low = log_text.lower()
+    if default in ENVIRONMENT_FAILURES:
+        return default
+    low = "\n".join(line for line in log_text.splitlines() if not line.startswith(OWN_LINE_MARK)).lower()
     if any(p in low for p in OOM_PATTERNS):
         return "oom"
     return default
@@ -133,6 +156,17 @@ def classify_failure(log_text: str, default: FailureKind) -> FailureKind:
 def looks_like_address_in_use(log_text: str) -> bool:
     low = log_text.lower()
     return any(p in low for p in ADDRESS_IN_USE_PATTERNS)
+
+
+def looks_like_missing_executable(text: str, program: str = "") -> bool:
+    """Whether a runtime's refusal to start says the program is not there: one of
+    :data:`MISSING_EXECUTABLE_PATTERNS`, or ``no such file or directory`` about ``program``
+    itself (runc's ``stat /x: no such file or directory``; a missing mount source says the same
+    words about another path, and is not this)."""
+    low = text.lower()
+    if any(p in low for p in MISSING_EXECUTABLE_PATTERNS):
+        return True
+    return bool(program) and "no such file or directory" in low and program.lower() in low
 
 
 def check_name(name: str) -> str:
@@ -172,19 +206,6 @@ def check_files(name: str, files: Mapping[str, str]) -> None:
             )
 
 
-def resolve_env_from(refs: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
-    """Engine variable → value of the daemon variable it references; every missing one reported."""
-    missing = sorted({source for source in refs.values() if source not in environ})
-    if missing:
-        raise UserError(
-            f"the spec's engine.env references {', '.join(missing)}, "
-            "which the daemon's environment does not set",
-            hint="set it in the daemon's environment (systemd EnvironmentFile=, "
-            "or export it before 'autotuner run')",
-        )
-    return {target: environ[source] for target, source in refs.items()}
-
-
 @runtime_checkable
 class Deployment(Protocol):
     """One running (or failed) engine instance, owned by whoever called ``deploy``.
@@ -196,8 +217,11 @@ class Deployment(Protocol):
       first one was taken), so read it *after* ``wait_ready`` returns.
     * :meth:`wait_ready` blocks until every ``plan.health_paths`` answers 2xx, then returns.
       It raises :class:`EngineFailure` with kind ``"startup_crash"`` (exited first), ``"oom"``
-      (exited or hung, and the log shows out of memory) or ``"readiness_timeout"`` (still not
-      ready after ``timeout_s``), always with the log tail. It raises
+      (exited or hung, and the log shows out of memory), ``"readiness_timeout"`` (still not
+      ready after ``timeout_s``), or an environment kind when the engine could not run at all
+      (``"executable_missing"``: its program is not installed, or not in the image;
+      ``"image_unavailable"``, ``"unschedulable"``, ``"environment"``), always with the log
+      tail. It raises
       :class:`DeployCancelled` within about a poll interval of ``cancel`` being set or of
       :meth:`teardown` being called from another thread. It does not tear down: the caller
       always calls :meth:`teardown`.

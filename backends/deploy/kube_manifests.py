@@ -31,7 +31,7 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from backends.engines.base import LaunchPlan
 from specs.model import KubernetesBackend
@@ -62,7 +62,105 @@ def _env(plan: LaunchPlan, secret_name: str | None) -> list[dict[str, Any]]:
             {"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}}
             for k in sorted(plan.env_from)
         ]
+    if not plan.gpus or plan.simulated:
+        # no GPU requested: make sure none is visible. CUDA base images set NVIDIA_VISIBLE_DEVICES=all,
+        # and on nodes whose default runtime is nvidia's that exposes every GPU of the node to the pod
+        env += [
+            {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
+            {"name": "CUDA_VISIBLE_DEVICES", "value": ""},
+        ]
     return env
+
+
+def _resources(opts: KubernetesBackend, plan: LaunchPlan) -> dict[str, dict[str, Any]]:
+    """The spec's requests and limits, plus the GPUs as both (extended resources need both equal)."""
+    resources: dict[str, dict[str, Any]] = {}
+    for side, values in (("requests", opts.resources.requests), ("limits", opts.resources.limits)):
+        if values:
+            resources[side] = dict(values)
+    if plan.gpus and not plan.simulated:
+        for side in ("requests", "limits"):
+            resources.setdefault(side, {})[opts.gpu_resource] = str(plan.gpus)
+    return resources
+
+
+def _volumes(
+    opts: KubernetesBackend, plan: LaunchPlan, files_name: str | None
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(volume, its mount in the engine container) pairs: shared memory, the plan's files, the
+    model cache."""
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        (
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm_size}},
+            {"name": "shm", "mountPath": "/dev/shm"},
+        )
+    ]
+    if files_name is not None:
+        items = [{"key": _file_key(rel), "path": rel} for rel in sorted(plan.files)]
+        pairs.append(
+            (
+                {"name": "files", "configMap": {"name": files_name, "items": items}},
+                {"name": "files", "mountPath": WORKDIR, "readOnly": True},
+            )
+        )
+    cache: dict[str, Any] | None = None
+    if opts.model_cache_pvc is not None:
+        cache = {"persistentVolumeClaim": {"claimName": opts.model_cache_pvc}}
+    elif opts.model_cache_host_path is not None:
+        cache = {"hostPath": {"path": opts.model_cache_host_path, "type": "Directory"}}
+    if cache is not None:
+        pairs.append(
+            ({"name": "model-cache", **cache}, {"name": "model-cache", "mountPath": opts.model_cache_path})
+        )
+    return pairs
+
+
+def _scheduling(opts: KubernetesBackend) -> dict[str, Any]:
+    """Where the pod may run and as whom: the spec's optional pod-level fields, those it sets."""
+    fields: dict[str, Any] = {
+        "nodeSelector": dict(opts.node_selector) if opts.node_selector else None,
+        "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in opts.tolerations]
+        if opts.tolerations
+        else None,
+        "affinity": opts.affinity or None,
+        "runtimeClassName": opts.runtime_class_name or None,
+        "imagePullSecrets": [{"name": s} for s in opts.image_pull_secrets]
+        if opts.image_pull_secrets
+        else None,
+        "serviceAccountName": opts.service_account or None,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _container(
+    opts: KubernetesBackend, plan: LaunchPlan, *, image: str, secret_name: str | None, probes: bool
+) -> dict[str, Any]:
+    health = plan.health_paths[0] if plan.health_paths else "/health"
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "args": list(plan.container_args),
+        "ports": [{"containerPort": plan.port, "name": "http", "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": health, "port": "http"},
+            "periodSeconds": 5 if not probes else 10,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [],  # filled by pod_spec, with the volumes
+    }
+    if probes:
+        container["startupProbe"] = {
+            "httpGet": {"path": health, "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": max(1, int(opts.startup_timeout // 10)),
+        }
+    env = _env(plan, secret_name)
+    if env:
+        container["env"] = env
+    resources = _resources(opts, plan)
+    if resources:
+        container["resources"] = resources
+    return container
 
 
 def pod_spec(
@@ -80,95 +178,41 @@ def pod_spec(
     ``probes`` adds the startup probe a long-lived Deployment needs (the experiment backend
     watches start-up itself and must not have the kubelet kill a slow engine).
     """
-    health = plan.health_paths[0] if plan.health_paths else "/health"
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": image,
-        "args": list(plan.container_args),
-        "ports": [{"containerPort": plan.port, "name": "http", "protocol": "TCP"}],
-        "readinessProbe": {
-            "httpGet": {"path": health, "port": "http"},
-            "periodSeconds": 5 if not probes else 10,
-            "failureThreshold": 3,
-        },
-        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
-    }
-    if probes:
-        container["startupProbe"] = {
-            "httpGet": {"path": health, "port": "http"},
-            "periodSeconds": 10,
-            "failureThreshold": max(1, int(opts.startup_timeout // 10)),
-        }
-    env = _env(plan, secret_name)
-    if not plan.gpus or plan.simulated:
-        # no GPU requested: make sure none is visible. CUDA base images set NVIDIA_VISIBLE_DEVICES=all,
-        # and on nodes whose default runtime is nvidia's that exposes every GPU of the node to the pod
-        env += [
-            {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
-            {"name": "CUDA_VISIBLE_DEVICES", "value": ""},
-        ]
-    if env:
-        container["env"] = env
-    resources: dict[str, dict[str, Any]] = {}
-    for side, values in (("requests", opts.resources.requests), ("limits", opts.resources.limits)):
-        if values:
-            resources[side] = dict(values)
-    if plan.gpus and not plan.simulated:
-        for side in ("requests", "limits"):
-            resources.setdefault(side, {})[opts.gpu_resource] = str(plan.gpus)
-    if resources:
-        container["resources"] = resources
-    volumes: list[dict[str, Any]] = [
-        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm_size}}
-    ]
+    container = _container(opts, plan, image=image, secret_name=secret_name, probes=probes)
+    volumes = _volumes(opts, plan, files_name)
+    container["volumeMounts"] = [mount for _, mount in volumes]
     if files_name is not None:
-        container["volumeMounts"].append({"name": "files", "mountPath": WORKDIR, "readOnly": True})
         container["workingDir"] = WORKDIR
-        volumes.append(
-            {
-                "name": "files",
-                "configMap": {
-                    "name": files_name,
-                    "items": [{"key": _file_key(rel), "path": rel} for rel in sorted(plan.files)],
-                },
-            }
-        )
-    if opts.model_cache_pvc is not None:
-        container["volumeMounts"].append({"name": "model-cache", "mountPath": opts.model_cache_path})
-        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": opts.model_cache_pvc}})
-    elif opts.model_cache_host_path is not None:
-        container["volumeMounts"].append({"name": "model-cache", "mountPath": opts.model_cache_path})
-        volumes.append(
-            {"name": "model-cache", "hostPath": {"path": opts.model_cache_host_path, "type": "Directory"}}
-        )
-    spec: dict[str, Any] = {
+    return {
         "restartPolicy": restart_policy,
         "containers": [container],
-        "volumes": volumes,
+        "volumes": [volume for volume, _ in volumes],
         # the engine gets SIGTERM first: vLLM and SGLang free their GPUs cleanly in a few seconds
         "terminationGracePeriodSeconds": 10,
         # a pod of ours has no business with the API server; the daemon talks to it, not the engine
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        **_scheduling(opts),
     }
-    if opts.node_selector:
-        spec["nodeSelector"] = dict(opts.node_selector)
-    if opts.tolerations:
-        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in opts.tolerations]
-    if opts.affinity:
-        spec["affinity"] = opts.affinity
-    if opts.runtime_class_name:
-        spec["runtimeClassName"] = opts.runtime_class_name
-    if opts.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": s} for s in opts.image_pull_secrets]
-    if opts.service_account:
-        spec["serviceAccountName"] = opts.service_account
-    return spec
 
 
 def _file_key(rel: str) -> str:
     """A ConfigMap key for a relative path (keys may not contain '/')."""
     return rel.replace("/", "__")
+
+
+class ObjectMeta(TypedDict):
+    """The metadata keywords of the namespaced objects built here."""
+
+    name: str
+    namespace: str | None
+    labels: Mapping[str, str]
+    owner: NotRequired[Sequence[Mapping[str, Any]]]
+
+
+def _v1_object(kind: str, meta: ObjectMeta, **fields: Any) -> dict[str, Any]:
+    metadata = _metadata(meta["name"], meta["namespace"], meta["labels"], meta.get("owner", ()))
+    return {"apiVersion": "v1", "kind": kind, "metadata": metadata, **fields}
 
 
 def _metadata(
@@ -235,38 +279,15 @@ def experiment_service(
     }
 
 
-def files_configmap(
-    plan: LaunchPlan,
-    *,
-    name: str,
-    namespace: str | None,
-    labels: Mapping[str, str],
-    owner: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(name, namespace, labels, owner),
-        "data": {_file_key(rel): content for rel, content in sorted(plan.files.items())},
-    }
+def files_configmap(plan: LaunchPlan, **meta: Unpack[ObjectMeta]) -> dict[str, Any]:
+    return _v1_object(
+        "ConfigMap", meta, data={_file_key(rel): content for rel, content in sorted(plan.files.items())}
+    )
 
 
-def secret_env(
-    values: Mapping[str, str],
-    *,
-    name: str,
-    namespace: str | None,
-    labels: Mapping[str, str],
-    owner: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
+def secret_env(values: Mapping[str, str], **meta: Unpack[ObjectMeta]) -> dict[str, Any]:
     """A Secret holding the referenced variables' values (``stringData``: the API server encodes)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": _metadata(name, namespace, labels, owner),
-        "stringData": dict(values),
-    }
+    return _v1_object("Secret", meta, type="Opaque", stringData=dict(values))
 
 
 def deployment_objects(

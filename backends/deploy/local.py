@@ -1,11 +1,14 @@
 """The local backend: the engine as a child process of this tool, on this host's GPUs.
 
 Process handling (own process group, parent-death signal, pid files, teardown of the whole group)
-lives in :mod:`backends.deploy.procs`; this module adds what makes a process an *engine
-deployment*: the environment (built from nothing by :mod:`backends.deploy.environment`, with
-``CUDA_VISIBLE_DEVICES`` from the lease), readiness polling over
-HTTP, failure classification, and the one retry on a port that was taken between
-:func:`~backends.deploy.procs.free_port` and the engine's bind.
+lives in :mod:`backends.deploy.procs`; what every backend does alike (validation, the
+environment built from nothing with ``CUDA_VISIBLE_DEVICES`` from the lease, teardown once, the
+redacted tail, the readiness clock, classified failures) in :mod:`backends.deploy.shared`.
+This module adds what makes a process an *engine deployment*: spawning it (a program that is
+not there is ``executable_missing``, an environment failure naming the program and the
+``PATH`` searched, never cached), readiness over HTTP while watching the process, and the one
+retry on a port that was taken between :func:`~backends.deploy.procs.free_port` and the
+engine's bind.
 
 Port decision: the *caller* picks the port with :func:`~backends.deploy.procs.free_port` and
 hands it to the engine mapping, which writes it into the argv (the mapping is pure and owns the
@@ -28,60 +31,42 @@ import os
 import shlex
 import shutil
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from backends.deploy import procs
-from backends.deploy.base import (
-    DeployCancelled,
-    EngineFailure,
-    ExitInfo,
-    FailureKind,
-    check_files,
-    check_name,
-    classify_failure,
-    looks_like_address_in_use,
-    probe_health,
-    redact,
-    secret_values,
+from backends.deploy.base import EngineFailure, ExitInfo, looks_like_address_in_use
+from backends.deploy.shared import (
+    DEFAULT_TAIL_LINES,
+    BackendCore,
+    DeploymentCore,
+    DeployRequest,
+    executable_missing,
+    teardown_many,
 )
-from backends.deploy.environment import engine_environment
 from backends.engines.base import LaunchPlan
 from core import atomic
-from core.clock import now
-from core.redact import Redactor
 from specs.policy import Policy
 
 __all__ = ["LocalBackend", "LocalDeployment"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TAIL_LINES = 60
 #: how much of the current attempt's log is searched when classifying a failure
 _CLASSIFY_BYTES = 1024 * 1024
 
-_live: set[LocalDeployment] = set()
+_live: set[DeploymentCore] = set()
 _live_lock = threading.Lock()
-
-
-def _teardown_many(deps: Sequence[LocalDeployment]) -> None:
-    """Tear down in parallel: each may wait its full grace period, and exit time is bounded."""
-    threads = [threading.Thread(target=d.teardown, name=f"teardown-{d.name}") for d in deps]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
 
 
 @atexit.register
 def _teardown_all_at_exit() -> None:
     with _live_lock:
         pending = list(_live)
-    _teardown_many(pending)
+    teardown_many(pending)
 
 
-class LocalBackend:
+class LocalBackend(BackendCore["LocalDeployment"]):
     """Deploys engines as local subprocesses. Thread safe; instances may share a state directory.
 
     ``state_dir`` is the daemon's state directory; pid files go to ``state_dir/local/``, the
@@ -95,6 +80,8 @@ class LocalBackend:
     """
 
     kind = "local"
+    #: a local engine runs on this host, with its setup variables and the leased GPUs' ids
+    isolated_env = False
 
     def __init__(
         self,
@@ -121,61 +108,11 @@ class LocalBackend:
         self.environ = environ
         self.host = host
         self.policy = policy
-        self._names: dict[str, LocalDeployment] = {}
-        self._lock = threading.Lock()
+        self._init_registry()
 
     @property
     def bind_host(self) -> str:
         return self.host
-
-    def deploy(
-        self,
-        plan: LaunchPlan,
-        *,
-        name: str,
-        gpu_ids: Sequence[int],
-        log_path: Path,
-        labels: Mapping[str, str],
-    ) -> LocalDeployment:
-        """Start ``plan.argv`` now and return; see :class:`~backends.deploy.base.DeployBackend`."""
-        check_name(name)
-        expected = 0 if plan.simulated else plan.gpus  # a simulated engine's GPUs are not real: none leased
-        if len(gpu_ids) != expected:
-            raise ValueError(
-                f"deployment {name}: the plan needs {expected} GPU(s) but {len(gpu_ids)} were leased"
-            )
-        check_files(name, plan.files)
-        env = engine_environment(
-            spec_env=plan.env,
-            references=plan.env_from,
-            gpu_ids=gpu_ids,
-            daemon_env=os.environ if self.environ is None else self.environ,
-            policy=self.policy,
-        )
-        secrets = {target: env[target] for target in plan.env_from}
-        if len(set(gpu_ids)) != len(gpu_ids):
-            raise ValueError(f"deployment {name}: GPU ids {list(gpu_ids)} are not distinct")
-        if not plan.argv:
-            raise ValueError(f"deployment {name}: the plan has an empty command line")
-        with self._lock:
-            if name in self._names:
-                raise ValueError(f"deployment {name} is already running in this process")
-            self._check_foreign_owner(name)
-            dep = LocalDeployment(
-                self,
-                plan,
-                name=name,
-                gpu_ids=gpu_ids,
-                log_path=Path(log_path),
-                labels=labels,
-                env=env,
-                secrets=secrets,
-            )
-            self._names[name] = dep
-        with _live_lock:
-            _live.add(dep)
-        dep._start()
-        return dep
 
     def cleanup_orphans(self) -> list[str]:
         """Stop engines left running by dead earlier processes; their names (see ``procs``)."""
@@ -183,19 +120,11 @@ class LocalBackend:
             self.pid_dir, grace_s=min(self.grace_s, 5.0), kill_wait_s=self.kill_wait_s
         )
 
-    def live(self) -> list[LocalDeployment]:
-        """This backend's deployments not yet torn down."""
-        with self._lock:
-            return list(self._names.values())
+    def _check_request(self, plan: LaunchPlan, name: str, labels: Mapping[str, str]) -> None:
+        if not plan.argv:
+            raise ValueError(f"deployment {name}: the plan has an empty command line")
 
-    def teardown_all(self) -> None:
-        """Tear down every live deployment of this backend (end of a session; never raises).
-
-        :meth:`cleanup_orphans` does not do this: deployments of a live process are not orphans.
-        """
-        _teardown_many(self.live())
-
-    def _check_foreign_owner(self, name: str) -> None:
+    def _check_name_free(self, name: str) -> None:
         path = procs.pid_file_path(self.pid_dir, name)
         if not path.exists():
             return
@@ -207,49 +136,37 @@ class LocalBackend:
         # a dead owner's leftover under the same name: stop whatever it left, then reuse the name
         procs.cleanup_orphans(self.pid_dir, names={name}, grace_s=min(self.grace_s, 5.0))
 
-    def _forget(self, dep: LocalDeployment) -> None:
-        with self._lock:
-            if self._names.get(dep.name) is dep:
-                del self._names[dep.name]
+    def _new_deployment(self, request: DeployRequest) -> LocalDeployment:
+        return LocalDeployment(self, request)
+
+    def _launch(self, dep: LocalDeployment) -> None:
+        with _live_lock:
+            _live.add(dep)
+        dep._start()
+
+    def _forget(self, dep: DeploymentCore) -> None:
+        super()._forget(dep)
         with _live_lock:
             _live.discard(dep)
 
 
-class LocalDeployment:
+class LocalDeployment(DeploymentCore):
     """One engine subprocess (see :class:`~backends.deploy.base.Deployment` for the contract)."""
 
-    def __init__(
-        self,
-        backend: LocalBackend,
-        plan: LaunchPlan,
-        *,
-        name: str,
-        gpu_ids: Sequence[int],
-        log_path: Path,
-        labels: Mapping[str, str],
-        env: Mapping[str, str],
-        secrets: Mapping[str, str],
-    ) -> None:
-        self.name = name
-        self.log_path = log_path
-        self.plan = plan
-        self.gpu_ids = tuple(gpu_ids)
-        self.labels = dict(labels)
-        self._backend = backend
-        self._argv = list(plan.argv)
-        self._port = plan.port
-        self._env = dict(env)
-        # referenced secrets by value whatever their name, plus anything that looks like one
-        self._secrets = Redactor([*secret_values(self._env), *secrets.values()]).values
-        self.workdir: Path | None = backend.state_dir / "work" / name if plan.files else None
+    _backend: LocalBackend
+
+    def __init__(self, backend: LocalBackend, request: DeployRequest) -> None:
+        super().__init__(backend, request)
+        self._argv = list(request.plan.argv)
+        self._port = request.plan.port
+        self._env = dict(request.env)
+        self.workdir: Path | None = backend.state_dir / "work" / self.name if self.plan.files else None
         self._ports_left = backend.port_retries
         self._proc: procs.SpawnedProcess | None = None
-        self._spawn_error: str | None = None
+        self._spawn_error: EngineFailure | None = None
         self._attempt_offset = 0
-        self._torn_down = threading.Event()
         # serializes a port retry's respawn against teardown from another thread
         self._lock = threading.Lock()
-        self._last_probe = "not probed yet"
 
     # ------------------------------------------------------------------------------ public
 
@@ -268,41 +185,28 @@ class LocalDeployment:
         return proc.pid if proc is not None else None
 
     def wait_ready(self, timeout_s: float, *, cancel: threading.Event | None = None) -> None:
-        deadline = time.monotonic() + timeout_s
-        interval = self._backend.poll_interval_s
+        clock = self._readiness(timeout_s, cancel)
         while True:
-            if self._torn_down.is_set() or (cancel is not None and cancel.is_set()):
-                raise DeployCancelled(f"waiting for engine {self.name} was cancelled")
+            clock.check_cancelled()
             if self._spawn_error is not None:
-                raise EngineFailure(
-                    "startup_crash",
-                    f"engine {self.name} could not be started: {self._spawn_error}",
-                    log_tail=self.log_tail(self._backend.tail_lines),
-                    hint="check that the engine is installed in the daemon's environment (PATH), "
-                    "or use the docker backend",
-                )
+                raise self._with_tail(self._spawn_error)
             proc = self._proc
             assert proc is not None  # _start sets either _proc or _spawn_error
             ended = proc.exit_info()
             if ended is not None:
-                if self._retry_on_new_port():
+                if self._retry_on_new_port() or self._torn_down.is_set():
+                    # a new attempt; or it exited because we stopped it: report the cancellation
                     continue
-                if self._torn_down.is_set():
-                    continue  # exited because we stopped it: report the cancellation instead
                 raise self._failure_now(
                     "startup_crash", f"engine {self.name} {ended.describe()} before it was ready"
                 )
-            probe_timeout = min(self._backend.probe_timeout_s, max(0.1, deadline - time.monotonic()))
-            if self._probe(probe_timeout) and proc.alive():
+            probe_timeout = clock.probe_timeout(self._backend.probe_timeout_s)
+            if self._probe(self._backend.host, self._port, probe_timeout) and proc.alive():
                 # alive *after* the probe too: else whatever else holds the port may have answered
                 return
-            if time.monotonic() >= deadline:
-                raise self._failure_now(
-                    "readiness_timeout",
-                    f"engine {self.name} was not ready after {timeout_s:g} s ({self._last_probe})",
-                )
-            waiter = cancel if cancel is not None else self._torn_down
-            waiter.wait(min(interval, max(0.0, deadline - time.monotonic())))
+            if clock.expired():
+                raise self._not_ready(clock, self._last_probe)
+            clock.pause()
 
     def alive(self) -> bool:
         proc = self._proc
@@ -314,30 +218,14 @@ class LocalDeployment:
             return ExitInfo()
         return proc.exit_info()
 
-    def failure(self, kind: FailureKind = "crashed", message: str | None = None) -> EngineFailure:
-        if message is None:
-            ended = self.exit_info()
-            state = ended.describe() if ended is not None else "is still running"
-            message = f"engine {self.name} {state}"
-        return self._failure_now(kind, message)
-
-    def teardown(self) -> None:
-        self._torn_down.set()
-        try:
-            with self._lock:
-                if self._proc is not None:
-                    self._proc.stop(self._backend.grace_s, self._backend.kill_wait_s)
-                if self.workdir is not None:
-                    shutil.rmtree(self.workdir, ignore_errors=True)
-        except Exception:  # never raise from teardown: it runs in finally blocks and at exit
-            log.exception("tearing down engine %s failed", self.name)
-        finally:
-            self._backend._forget(self)
-
-    def log_tail(self, n_lines: int = DEFAULT_TAIL_LINES) -> str:
-        return redact(procs.read_tail(self.log_path, n_lines), self._secrets)
-
     # ---------------------------------------------------------------------------- private
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._proc is not None:
+                self._proc.stop(self._backend.grace_s, self._backend.kill_wait_s)
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _start(self) -> None:
         """Spawn the current argv; a program that cannot start is recorded, not raised."""
@@ -360,8 +248,28 @@ class LocalDeployment:
                 cwd=self.workdir,
             )
         except OSError as exc:
-            self._spawn_error = f"{self._argv[0]}: {exc.strerror or exc}"
-            self._log_line(f"cannot start {self.name}: {self._spawn_error}")
+            self._spawn_error = self._spawn_failure(exc)
+            self._log_line(f"cannot start {self.name}: {self._spawn_error.message}")
+
+    def _spawn_failure(self, exc: OSError) -> EngineFailure:
+        """A program that is not there (or not executable) is the host's problem, not the
+        configuration's: ``executable_missing``, retried once the engine is installed."""
+        program = self._argv[0]
+        detail = exc.strerror or str(exc)
+        if isinstance(exc, (FileNotFoundError, PermissionError, NotADirectoryError)):
+            where = "in the working directory" if self.workdir is not None else "on the daemon's PATH"
+            path = self._env.get("PATH", "")
+            return executable_missing(
+                self.name,
+                f"the program {program!r}",
+                f"{detail}; looked {where}, PATH={path!r}",
+                where="host",
+            )
+        return EngineFailure(
+            "environment",
+            f"engine {self.name} could not be started: {program}: {detail}",
+            hint="the experiment is retried, not cached",
+        )
 
     def _write_files(self, workdir: Path) -> None:
         """The plan's files in a fresh working directory (a leftover of the same name is replaced)."""
@@ -389,11 +297,8 @@ class LocalDeployment:
             self._start()
         return True
 
-    def _probe(self, timeout_s: float) -> bool:
-        """One round of health checks: every path must answer 2xx."""
-        problem = probe_health(self._backend.host, self._port, self.plan.health_paths, timeout_s)
-        self._last_probe = problem or "ready"
-        return problem is None
+    def _classify_text(self, tail: str) -> str:
+        return self._attempt_log()
 
     def _attempt_log(self) -> str:
         """The log of the current attempt only (a retry must not see the previous attempt's error)."""
@@ -404,22 +309,6 @@ class LocalDeployment:
                 return f.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
-
-    def _failure_now(self, kind: FailureKind, message: str) -> EngineFailure:
-        ended = self.exit_info()
-        return EngineFailure(
-            classify_failure(self._attempt_log(), kind),
-            message,
-            log_tail=self.log_tail(self._backend.tail_lines),
-            exit_code=ended.returncode if ended is not None else None,
-        )
-
-    def _log_line(self, text: str) -> None:
-        """Our own lines in the engine log, marked; never environment values (secrets)."""
-        stamp = now()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(f"[autotuner {stamp}] {redact(text, self._secrets)}\n")
 
 
 def rewrite_port(argv: Sequence[str], old: int, new: int) -> list[str] | None:

@@ -43,6 +43,7 @@ from backends.deploy.base import DeployBackend, DeployCancelled, Deployment, Eng
 from backends.deploy.procs import free_port
 from backends.engines.base import LaunchPlan
 from specs.errors import UserError
+from specs.records import ENVIRONMENT_FAILURES
 
 STANDIN = Path(__file__).resolve().parent / "standin_engine.py"
 
@@ -261,7 +262,11 @@ class BackendContract:
         dep = deploy(standin("missing"))
         with pytest.raises(EngineFailure) as info:
             dep.wait_ready(10)
-        assert info.value.kind == "startup_crash"
+        # the host's (or the image's) problem, not the configuration's: never cached
+        assert info.value.kind == "executable_missing"
+        assert info.value.kind in ENVIRONMENT_FAILURES
+        assert "/nonexistent/bin/engine" in info.value.message
+        assert info.value.hint
         assert not dep.alive()
         dep.teardown()
 

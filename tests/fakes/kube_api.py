@@ -482,6 +482,45 @@ _REASONS = {
 _VERBS = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One routed request: ``/api/v1/namespaces/{ns}/{plural}[/{name}[/{sub}]]`` and its verb."""
+
+    ns: str
+    plural: str
+    name: str | None
+    sub: str | None
+    verb: str
+    watching: bool
+    path: str
+
+    @property
+    def resource(self) -> str:
+        """The RBAC resource: ``pods``, or ``pods/log`` for a subresource."""
+        return self.plural if self.sub is None else f"{self.plural}/{self.sub}"
+
+
+class _FrameWriter:
+    """Unmasked server-to-client WebSocket frames, one writer at a time."""
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([n])
+        elif n < 65536:
+            head += bytes([126]) + struct.pack("!H", n)
+        else:
+            head += bytes([127]) + struct.pack("!Q", n)
+        with self._lock:
+            self._out.write(head + payload)
+            self._out.flush()
+
+
 class _Handler(BaseHTTPRequestHandler):
     api: FakeKubeApiServer
     protocol_version = "HTTP/1.1"
@@ -526,86 +565,107 @@ class _Handler(BaseHTTPRequestHandler):
         return json.loads(raw) if raw else None
 
     def _serve(self) -> None:
-        api = self.api
+        """Authenticate, route, apply the test's injected faults and RBAC, then answer."""
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         body = self._body()  # read before any answer so keep-alive stays in step
-        if self.headers.get("Authorization") != f"Bearer {api.token}":
+        if self.headers.get("Authorization") != f"Bearer {self.api.token}":
             self._error(401, "Unauthorized")
             return
-        m = _PATH.match(url.path)
-        if not m or m.group("plural") not in KINDS:
-            self._error(404, f"the server could not find the requested resource ({url.path})")
+        call = self._route(url.path, query)
+        if call is None or self._refused(call):
             return
-        ns, plural, name, sub = m.group("ns"), m.group("plural"), m.group("name"), m.group("sub")
+        if call.sub is not None:
+            self._subresource(call, query)
+            return
+        handler = {
+            "GET": self._get,
+            "POST": self._post,
+            "DELETE": self._delete,
+            "PATCH": self._patch,
+            "PUT": self._patch,
+        }.get(self.command)
+        if handler is not None:
+            handler(call, query, body)
+
+    def _route(self, path: str, query: dict[str, str]) -> _Call | None:
+        m = _PATH.match(path)
+        if not m or m.group("plural") not in KINDS:
+            self._error(404, f"the server could not find the requested resource ({path})")
+            return None
+        name, sub = m.group("name"), m.group("sub")
         watching = query.get("watch") in ("true", "1")
         verb = _VERBS.get(self.command) or ("watch" if watching else "get" if name else "list")
-        resource = plural if sub is None else f"{plural}/{sub}"
+        return _Call(m.group("ns"), m.group("plural"), name, sub, verb, watching, path)
+
+    def _refused(self, call: _Call) -> bool:
+        """Answer with an injected fault or a 403 when one applies; whether one did."""
+        api = self.api
         with api.lock:
-            for fault in api.faults:
-                if fault.count > 0 and fault.method == self.command and fault.path.search(url.path):
-                    fault.count -= 1
-                    fault_hit: Fault | None = fault
-                    break
-            else:
-                fault_hit = None
-            forbidden = (verb, resource) in api.forbidden or (
-                api.allowed is not None and (verb, resource) not in api.allowed
+            fault_hit = next(
+                (
+                    f
+                    for f in api.faults
+                    if f.count > 0 and f.method == self.command and f.path.search(call.path)
+                ),
+                None,
+            )
+            if fault_hit is not None:
+                fault_hit.count -= 1
+            forbidden = (call.verb, call.resource) in api.forbidden or (
+                api.allowed is not None and (call.verb, call.resource) not in api.allowed
             )
         if fault_hit is not None:
             headers = {"Retry-After": "1"} if fault_hit.status == 429 else None
             self._error(fault_hit.status, fault_hit.message or f"injected HTTP {fault_hit.status}", headers)
-            return
+            return True
         if forbidden:
             self._error(
                 403,
-                f'{resource} is forbidden: User "{api.user}" cannot {verb} resource "{plural}"'
-                + (f' "{sub}"' if sub else "")
-                + f' in API group "" in the namespace "{ns}"',
-                kind=plural,
-                name=name or "",
+                f'{call.resource} is forbidden: User "{api.user}" cannot {call.verb} resource "{call.plural}"'
+                + (f' "{call.sub}"' if call.sub else "")
+                + f' in API group "" in the namespace "{call.ns}"',
+                kind=call.plural,
+                name=call.name or "",
             )
+            return True
+        return False
+
+    def _subresource(self, call: _Call, query: dict[str, str]) -> None:
+        if call.sub == "log":
+            self._log(call.ns, call.name or "", query)
+        elif call.sub == "portforward" and (self.headers.get("Upgrade") or "").lower() == "websocket":
+            self._portforward(call.ns, call.name or "", query)
+        else:
+            self._error(404, f"subresource {call.sub} is not implemented by the fake")
+
+    def _object_or_404(self, call: _Call, obj: Obj | None) -> None:
+        if obj is None:
+            self._error(404, f'{call.plural} "{call.name}" not found', kind=call.plural, name=call.name)
+        else:
+            self._send(200, obj)
+
+    def _get(self, call: _Call, query: dict[str, str], body: Any) -> None:
+        if call.name is None:
+            self._list(call.plural, call.ns, query, call.watching)
+        else:
+            self._object_or_404(call, self.api.get(call.plural, call.ns, call.name))
+
+    def _delete(self, call: _Call, query: dict[str, str], body: Any) -> None:
+        self._object_or_404(call, self.api.delete(call.plural, call.ns, call.name or ""))
+
+    def _post(self, call: _Call, query: dict[str, str], body: Any) -> None:
+        api = self.api
+        if not isinstance(body, dict) or not body.get("metadata", {}).get("name"):
+            self._error(400, "the fake needs metadata.name on create")
             return
-        if sub == "log":
-            self._log(ns, name or "", query)
-            return
-        if sub == "portforward" and (self.headers.get("Upgrade") or "").lower() == "websocket":
-            self._portforward(ns, name or "", query)
-            return
-        if sub is not None:
-            self._error(404, f"subresource {sub} is not implemented by the fake")
-            return
-        if self.command == "GET" and name is None:
-            self._list(plural, ns, query, watching)
-        elif self.command == "GET":
-            obj = api.get(plural, ns, name or "")
-            if obj is None:
-                self._error(404, f'{plural} "{name}" not found', kind=plural, name=name)
-            else:
-                self._send(200, obj)
-        elif self.command == "POST":
-            if not isinstance(body, dict) or not body.get("metadata", {}).get("name"):
-                self._error(400, "the fake needs metadata.name on create")
-                return
-            with api.lock:
-                api.received.append(copy.deepcopy(body))
-            try:
-                self._send(201, api.create(plural, ns, body))
-            except KeyError:
-                self._error(
-                    409,
-                    f'{plural} "{body["metadata"]["name"]}" already exists',
-                    kind=plural,
-                    name=body["metadata"]["name"],
-                )
-        elif self.command == "DELETE":
-            obj = api.delete(plural, ns, name or "")
-            if obj is None:
-                self._error(404, f'{plural} "{name}" not found', kind=plural, name=name)
-            else:
-                self._send(200, obj)
-        elif self.command in ("PATCH", "PUT"):
-            self._patch(plural, ns, name or "", body)
+        with api.lock:
+            api.received.append(copy.deepcopy(body))
+        try:
+            self._send(201, api.create(call.plural, call.ns, body))
+        except KeyError:
+            name = body["metadata"]["name"]
+            self._error(409, f'{call.plural} "{name}" already exists', kind=call.plural, name=name)
 
     def _list(self, plural: str, ns: str, query: dict[str, str], watching: bool) -> None:
         api = self.api
@@ -656,8 +716,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _patch(self, plural: str, ns: str, name: str, body: Any) -> None:
+    def _patch(self, call: _Call, query: dict[str, str], body: Any) -> None:
         api = self.api
+        plural, ns, name = call.plural, call.ns, call.name or ""
         kind = (self.headers.get("Content-Type") or "").split(";")[0]
         if self.command == "PATCH" and kind not in (
             "application/merge-patch+json",
@@ -709,35 +770,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f'pods "{pod}" not found', kind="pods", name=pod)
             return
         port = int(query.get("ports", "0").split(",")[0])
-        key = self.headers.get("Sec-WebSocket-Key", "")
-        accept = base64.b64encode(
-            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
-        ).decode()
-        self.send_response(101)
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
-        self.end_headers()
-        self.wfile.flush()
-        with api.lock:
-            api.requests.append(Request("GET", urlsplit(self.path).path, 101))
-        self.close_connection = True
-        lock = threading.Lock()
-
-        def send(opcode: int, payload: bytes) -> None:
-            n = len(payload)
-            head = bytes([0x80 | opcode])
-            if n < 126:
-                head += bytes([n])
-            elif n < 65536:
-                head += bytes([126]) + struct.pack("!H", n)
-            else:
-                head += bytes([127]) + struct.pack("!Q", n)
-            with lock:
-                self.wfile.write(head + payload)
-                self.wfile.flush()
-
+        self._upgrade_to_websocket()
+        send = _FrameWriter(self.wfile).send
         prefix = struct.pack("<H", port)
         try:
             send(0x2, b"\x00" + prefix)
@@ -749,40 +783,58 @@ class _Handler(BaseHTTPRequestHandler):
                 send(0x8, b"")
                 return
             upstream.settimeout(None)
-
-            def pump() -> None:
-                try:
-                    while True:
-                        data = upstream.recv(65536)
-                        if not data:
-                            break
-                        send(0x2, b"\x00" + data)
-                except (OSError, ValueError):  # the client went, and the handler closed the stream
-                    return
-                with contextlib.suppress(OSError, ValueError):
-                    send(0x8, b"")
-
-            pumper = threading.Thread(target=pump, daemon=True)
-            pumper.start()
-            try:
-                while True:
-                    frame = self._read_frame()
-                    if frame is None:
-                        break
-                    opcode, payload = frame
-                    if opcode == 0x8:
-                        break
-                    if opcode == 0x9:
-                        send(0xA, payload)
-                    elif opcode in (0x1, 0x2) and payload and payload[0] == 0:
-                        upstream.sendall(payload[1:])
-            finally:
-                with contextlib.suppress(OSError):
-                    upstream.shutdown(socket.SHUT_RDWR)
-                pumper.join(5)
-                upstream.close()
+            self._forward(send, upstream)
         except (OSError, ValueError):
             return
+
+    def _upgrade_to_websocket(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+        self.end_headers()
+        self.wfile.flush()
+        with self.api.lock:
+            self.api.requests.append(Request("GET", urlsplit(self.path).path, 101))
+        self.close_connection = True
+
+    def _forward(self, send: Callable[[int, bytes], None], upstream: socket.socket) -> None:
+        """Pipe the pod's port and the client's data-channel frames both ways until either ends."""
+
+        def pump() -> None:
+            try:
+                while True:
+                    data = upstream.recv(65536)
+                    if not data:
+                        break
+                    send(0x2, b"\x00" + data)
+            except (OSError, ValueError):  # the client went, and the handler closed the stream
+                return
+            with contextlib.suppress(OSError, ValueError):
+                send(0x8, b"")
+
+        pumper = threading.Thread(target=pump, daemon=True)
+        pumper.start()
+        try:
+            while True:
+                frame = self._read_frame()
+                if frame is None or frame[0] == 0x8:
+                    break
+                opcode, payload = frame
+                if opcode == 0x9:
+                    send(0xA, payload)
+                elif opcode in (0x1, 0x2) and payload and payload[0] == 0:
+                    upstream.sendall(payload[1:])
+        finally:
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_RDWR)
+            pumper.join(5)
+            upstream.close()
 
     def _read_frame(self) -> tuple[int, bytes] | None:
         """One client frame (masked, as clients must send them); ``None`` at the end of the stream."""
