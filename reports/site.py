@@ -47,6 +47,7 @@ from typing import Any
 from jinja2 import Environment
 
 from core.clock import utc_now
+from core.results import BEST_DIR, EXPERIMENTS_DIR, MAX_RECORD_BYTES, STATUS_FILE, is_record_name
 from reports import importance
 from reports.render import (
     TEMPLATES,
@@ -57,18 +58,10 @@ from reports.render import (
     page_name,
     spec_context,
 )
-from reports.results import (
-    BEST_DIR,
-    BEST_FILES,
-    EXPERIMENTS_DIR,
-    MAX_RECORD_BYTES,
-    STATUS_FILE,
-    load_spec,
-    slug,
-    spec_dirs,
-)
+from reports.results import BEST_FILES, load_spec, slug
 from specs.errors import UserError
 from specs.paths import is_real_dir, read_regular, real_dir
+from specs.results import spec_dirs
 
 MANIFEST = ".autotuner-site.json"
 LOCK = ".autotuner-site.lock"
@@ -209,7 +202,7 @@ def _scan(spec_dir: Path) -> dict[str, tuple[int, int]]:
     if is_real_dir(spec_dir / EXPERIMENTS_DIR):
         with contextlib.suppress(OSError), os.scandir(spec_dir / EXPERIMENTS_DIR) as it:
             for entry in it:
-                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                if is_record_name(entry.name):
                     st = entry.stat(follow_symlinks=False)
                     out[f"{EXPERIMENTS_DIR}/{entry.name}"] = (st.st_size, st.st_mtime_ns)
     if is_real_dir(spec_dir / BEST_DIR):
