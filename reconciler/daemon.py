@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from reconciler.backoff import Backoff
+from reconciler.clone import is_local, resolve_repo
 from reconciler.git import mask
-from reconciler.reconcile import Backoff, PassReport, Reconciler
+from reconciler.reconcile import PassReport, Reconciler
 from reconciler.sdnotify import Notifier
 from reconciler.session import open_session
-from reconciler.workspace import Workspace, is_local, resolve_repo
+from reconciler.workspace import Workspace
 from specs.errors import TransientError
 from specs.policy import Policy
 

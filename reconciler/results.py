@@ -1,5 +1,8 @@
 """The results folder of one spec (docs/architecture.md section 4), and the only code that writes it.
 
+The layout's names are :mod:`core.results` and reading goes through the one reader,
+:mod:`specs.results` (what the site, ``status`` and ``export`` read too); this class adds writing.
+
 ``experiments/NNNN.json`` files are written once, atomically, and never rewritten; ids are given
 in completion order under a lock. ``status.json`` and ``best/`` are rewritten only when their
 bytes change, so a reconcile pass with nothing new leaves git with nothing to commit.
@@ -24,33 +27,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from core.atomic import TEMP_SUFFIX, write_bytes
-from specs.errors import UnsafePath
+from core.results import BEST_DIR, EXPERIMENTS_DIR, JOURNAL_FILE, STATUS_FILE, record_name, record_order
 from specs.paths import is_real_dir, read_regular, real_dir
 from specs.records import ExperimentRecord, StatusRecord
+from specs.results import read_experiments, read_status, record_files, unreadable_reason
 
 log = logging.getLogger(__name__)
-
-#: largest status or record read back (they are written by us: a few kB, tens with a log tail)
-MAX_READ_BYTES = 8 * 1024 * 1024
-
-
-def _why(exc: Exception) -> str:
-    """Why a file could not be read, without quoting it (pydantic's messages quote the input)."""
-    if isinstance(exc, ValidationError):
-        errors = exc.errors()
-        if not errors:
-            return "not a valid record"
-        loc = ".".join(str(x) for x in errors[0]["loc"]) or "document"
-        return f"{len(errors)} validation error(s), first at {loc}: {errors[0]['type']}"
-    if isinstance(exc, UnsafePath):
-        return "not a regular file or too large; not read"
-    if isinstance(exc, OSError):
-        return exc.strerror or type(exc).__name__
-    return type(exc).__name__
-
 
 #: when this module was loaded: a temp file older than that was left by an earlier process. The
 #: margin covers the file system's coarse timestamps (a file made just after this instant may
@@ -82,10 +65,10 @@ class ResultsStore:
         self.root = Path(root)
         self.name = name
         self.dir = self.root / name
-        self.experiments_dir = self.dir / "experiments"
-        self.journal = self.dir / "study.journal"
-        self.status_path = self.dir / "status.json"
-        self.best_dir = self.dir / "best"
+        self.experiments_dir = self.dir / EXPERIMENTS_DIR
+        self.journal = self.dir / JOURNAL_FILE
+        self.status_path = self.dir / STATUS_FILE
+        self.best_dir = self.dir / BEST_DIR
         self._lock = threading.Lock()
 
     def _real(self, *parts: str) -> None:
@@ -101,7 +84,7 @@ class ResultsStore:
             )
 
     def ensure(self) -> None:
-        self._real("experiments")
+        self._real(EXPERIMENTS_DIR)
         if os.path.islink(self.journal) or (
             os.path.lexists(self.journal) and not os.path.isfile(self.journal)
         ):
@@ -122,29 +105,23 @@ class ResultsStore:
     # ------------------------------------------------------------------ experiments
 
     def experiments(self) -> list[ExperimentRecord]:
-        """Every readable record, by id. A corrupt file is logged and skipped, never fatal."""
-        out: list[ExperimentRecord] = []
-        if not is_real_dir(self.dir) or not is_real_dir(self.experiments_dir):
-            return out
-        for path in sorted(self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json")):
-            try:
-                out.append(ExperimentRecord.model_validate_json(read_regular(path, MAX_READ_BYTES)))
-            except (OSError, ValidationError, ValueError) as exc:
-                log.warning("skipping unreadable experiment record %s: %s", path, _why(exc))
-        return out
+        """Every readable record, by number (:func:`specs.results.read_experiments`). A corrupt
+        file is logged and skipped, never fatal."""
+        records, unreadable = read_experiments(self.dir)
+        for rel, why in unreadable:
+            log.warning("skipping unreadable experiment record %s: %s", self.dir / rel, why)
+        return [record for _, record in records]
 
     def next_id(self) -> str:
-        ids = [
-            int(p.stem) for p in self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json") if p.stem.isdigit()
-        ]
-        return f"{max(ids, default=0) + 1:04d}"
+        numbers = [record_order(p.name)[0] for p in record_files(self.dir)]
+        return f"{max(numbers, default=0) + 1:04d}"
 
     def add_experiment(self, record: ExperimentRecord) -> ExperimentRecord:
         """Give the record the next id and write it; returns the record as written."""
         with self._lock:
             self.ensure()
             record = record.model_copy(update={"id": self.next_id()})
-            path = self.experiments_dir / f"{record.id}.json"
+            path = self.experiments_dir / record_name(int(record.id))
             if path.exists():  # pragma: no cover - guarded by the lock and next_id
                 raise FileExistsError(path)
             write_bytes(path, dumps(record.dump()))
@@ -153,14 +130,10 @@ class ResultsStore:
     # ------------------------------------------------------------------ status, best
 
     def status(self) -> StatusRecord | None:
-        if not is_real_dir(self.dir):
-            return None
         try:
-            return StatusRecord.model_validate_json(read_regular(self.status_path, MAX_READ_BYTES))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValidationError, ValueError) as exc:
-            log.warning("unreadable status %s: %s", self.status_path, _why(exc))
+            return read_status(self.dir)
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable status %s: %s", self.status_path, unreadable_reason(exc))
             return None
 
     def write_status(self, status: StatusRecord) -> bool:
@@ -170,7 +143,7 @@ class ResultsStore:
     def write_best(self, files: Mapping[str, str]) -> bool:
         """Replace ``best/`` with exactly these files; True when anything changed."""
         changed = False
-        self._real("best")
+        self._real(BEST_DIR)
         for name, content in files.items():
             changed |= write_if_changed(self.best_dir / name, content.encode())
         for stale in self.best_dir.iterdir():

@@ -36,6 +36,7 @@ from specs.model import TuningSpec
 from specs.policy import Policy
 from specs.ranking import best, pareto_front
 from specs.records import ExperimentRecord
+from specs.results import spec_dirs
 from specs.space import Config, axes, in_space
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,8 @@ def related_records(spec: TuningSpec, results_root: Path) -> list[ExperimentReco
     model = spec.spec.model.id
     engine = spec.spec.engine.name
     gpu = _gpu_key(spec)
-    for folder in sorted(results_root.iterdir()):
-        if folder.name == spec.name or not (folder / "experiments").is_dir():
+    for folder in spec_dirs(results_root):
+        if folder.name == spec.name:
             continue
         try:
             records = ResultsStore(results_root, folder.name).experiments()

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from reconciler.results import ResultsStore
 from specs.metrics import ALL_METRICS
 from specs.records import ExperimentRecord, StatusRecord
+from specs.results import read_spec_folder, spec_dirs
+
+log = logging.getLogger(__name__)
 
 BASE_COLUMNS = [
     "spec",
@@ -31,23 +34,21 @@ BASE_COLUMNS = [
 TAIL_COLUMNS = ["failure_kind", "failure_reason", "total_s", "started_at", "finished_at", "config_hash"]
 
 
-def spec_names(results: Path) -> list[str]:
-    if not results.is_dir():
-        return []
-    return sorted(p.name for p in results.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 Loaded = dict[str, tuple[StatusRecord | None, list[ExperimentRecord]]]
 
 
 def load_all(results: Path, only: Iterable[str] | None = None) -> Loaded:
+    """Status and records of every spec folder (:mod:`specs.results` says what one is), or of
+    those named in ``only``; an unreadable file is logged and skipped."""
     wanted = set(only) if only else None
     out: Loaded = {}
-    for name in spec_names(results):
-        if wanted is not None and name not in wanted:
+    for spec_dir in spec_dirs(results):
+        if wanted is not None and spec_dir.name not in wanted:
             continue
-        store = ResultsStore(results, name)
-        out[name] = (store.status(), store.experiments())
+        folder = read_spec_folder(spec_dir)
+        for rel, why in folder.unreadable:
+            log.warning("skipping unreadable %s: %s", spec_dir / rel, why)
+        out[folder.name] = (folder.status, folder.experiments)
     return out
 
 

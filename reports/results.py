@@ -1,4 +1,9 @@
-"""Reading a results folder (docs/architecture.md section 4) into plain data for the analyses.
+"""A results folder (docs/architecture.md section 4) as the site and the analyses see it.
+
+The reading itself is :mod:`specs.results` (the one reader, which also defines what a spec folder
+and a record file are, by the layout in :mod:`core.results`); this module adds what only the
+report needs: the ``best/`` files the spec page embeds, URL-safe slugs, and the views of one spec
+(current generation, reconciling or not).
 
 The report is rebuilt from ``results/`` alone, so it must survive whatever it finds there: a
 spec folder without ``status.json`` yet (its first experiment is still running), a record from a
@@ -25,21 +30,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from specs.errors import NotRegular, TooLarge
+from core.results import BEST_DIR
+from specs.errors import TooLarge
 from specs.paths import is_real_dir, read_regular
 from specs.records import ExperimentRecord, StatusRecord
+from specs.results import read_spec_folder, unreadable_reason
 
-STATUS_FILE = "status.json"
-EXPERIMENTS_DIR = "experiments"
-BEST_DIR = "best"
 #: best/ files shown on the spec page, in display order
 BEST_FILES = ("command.sh", "docker-run.sh", "deployment.yaml", "engine-args.json", "pareto.json")
 #: largest best/ file the page embeds (a deployment is a few kB; anything huge is not ours)
 MAX_BEST_BYTES = 256 * 1024
-#: largest status or experiment record read (a record with a long log tail is tens of kB)
-MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 _SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -50,28 +50,6 @@ def slug(name: str) -> str:
         return name
     cleaned = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "item"
     return f"{cleaned}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
-
-
-def is_spec_dir(path: Path) -> bool:
-    return (
-        is_real_dir(path)
-        and not path.name.startswith(".")
-        and (os.path.lexists(path / STATUS_FILE) or is_real_dir(path / EXPERIMENTS_DIR))
-    )
-
-
-def spec_dirs(results_dir: Path) -> list[Path]:
-    """Spec folders under ``results_dir``, by name."""
-    if not results_dir.is_dir():
-        return []
-    return sorted((p for p in results_dir.iterdir() if is_spec_dir(p)), key=lambda p: p.name)
-
-
-def experiment_files(spec_dir: Path) -> list[Path]:
-    folder = spec_dir / EXPERIMENTS_DIR
-    if not is_real_dir(folder):
-        return []
-    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
 
 
 @dataclass
@@ -118,51 +96,10 @@ class SpecResults:
         return cond is not None and cond.status == "True"
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or "file"
-        return f"not a valid record: {where}: {first.get('msg', 'invalid')}"
-    if isinstance(exc, NotRegular):
-        return "not a regular file (a symlink, device or pipe): not read"
-    if isinstance(exc, TooLarge):
-        return "larger than the size limit: not read"
-    if isinstance(exc, OSError):
-        return f"{type(exc).__name__}: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"[:200]
-
-
-def read_experiment(path: Path) -> ExperimentRecord:
-    return ExperimentRecord.model_validate_json(read_regular(path, MAX_RECORD_BYTES))
-
-
 def load_spec(spec_dir: Path) -> SpecResults:
     """Read one spec folder; unreadable files are collected, not raised."""
-    unreadable: list[tuple[str, str]] = []
-    status: StatusRecord | None = None
-    status_path = spec_dir / STATUS_FILE
-    if os.path.lexists(status_path):
-        try:
-            status = StatusRecord.model_validate_json(read_regular(status_path, MAX_RECORD_BYTES))
-        except (OSError, ValueError) as exc:
-            unreadable.append((STATUS_FILE, _reason(exc)))
-    records: list[ExperimentRecord] = []
-    sources: dict[str, str] = {}
-    for path in experiment_files(spec_dir):
-        rel = f"{EXPERIMENTS_DIR}/{path.name}"
-        try:
-            record = read_experiment(path)
-        except (OSError, ValueError) as exc:
-            unreadable.append((rel, _reason(exc)))
-            continue
-        if record.id in sources:
-            unreadable.append(
-                (rel, f"duplicate experiment id {record.id!r} (also in {sources[record.id]}); skipped")
-            )
-            continue
-        records.append(record)
-        sources[record.id] = rel
-    records.sort(key=lambda r: (len(r.id), r.id))
+    folder = read_spec_folder(spec_dir)
+    unreadable = list(folder.unreadable)
     best: dict[str, str] = {}
     best_dir = spec_dir / BEST_DIR
     for name in BEST_FILES if is_real_dir(best_dir) else ():
@@ -173,5 +110,5 @@ def load_spec(spec_dir: Path) -> SpecResults:
         except TooLarge:
             continue  # not ours: the daemon writes a few kB here
         except OSError as exc:
-            unreadable.append((f"{BEST_DIR}/{name}", _reason(exc)))
-    return SpecResults(spec_dir.name, status, records, best, unreadable, sources)
+            unreadable.append((f"{BEST_DIR}/{name}", unreadable_reason(exc)))
+    return SpecResults(folder.name, folder.status, folder.experiments, best, unreadable, folder.sources)

@@ -16,11 +16,11 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backends.adapters import import_results
 from backends.loadgen import (
     TargetConfig,
     fetch_model,
@@ -31,28 +31,10 @@ from backends.loadgen import (
 from backends.loadgen.target import PromptLike
 from backends.measure import LoadPointResult
 from backends.workloads.bench import bench_prompts
-from backends.workloads.model import RequestSpec
-from reconciler.cli._common import fail, print_json
+from reconciler.cli._bench_output import emit, label, progress
+from reconciler.cli._common import fail
 from specs.errors import AutotunerError, TransientError, UserError
-from specs.metrics import STATS
 from specs.slo import parse_slo_text
-
-#: rows of the human-readable table: (label, metric)
-TABLE_ROWS: tuple[tuple[str, str], ...] = (
-    ("completed", "completed"),
-    ("failed", "failed"),
-    ("duration s", "duration_s"),
-    ("requests/s", "request_throughput"),
-    ("output tok/s", "output_throughput"),
-    ("total tok/s", "total_throughput"),
-    ("output tok/s/GPU", "output_throughput_per_gpu"),
-    ("goodput req/s", "goodput"),
-    ("SLO attainment", "slo_attainment"),
-    *((f"TTFT {s} ms", f"ttft_{s}_ms") for s in STATS),
-    *((f"TPOT {s} ms", f"tpot_{s}_ms") for s in STATS),
-    *((f"ITL {s} ms", f"itl_{s}_ms") for s in STATS),
-    *((f"E2E {s} ms", f"e2e_{s}_ms") for s in STATS),
-)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -191,113 +173,8 @@ def _check_positive(args: argparse.Namespace) -> None:
         raise UserError(f"--gpus must be >= 0, got {args.gpus}")
     if not 0 < args.tolerance < 1:
         raise UserError(f"--tolerance must be between 0 and 1, got {args.tolerance}")
-
-
-# ---------------------------------------------------------------------------------------- prompts
-
-
-def load_prompts(args: argparse.Namespace) -> tuple[list[RequestSpec], str]:
-    """The requests of one level and a one-line description of where they came from."""
-    return bench_prompts(
-        args.requests,
-        seed=args.seed,
-        input_len=args.input_len,
-        output_len=args.output_len,
-        input_stddev=args.input_stddev,
-        output_stddev=args.output_stddev,
-        dataset=Path(args.dataset) if args.dataset else None,
-        dataset_format=args.dataset_format,
-        prompt_field=args.prompt_field,
-    )
-
-
-# ---------------------------------------------------------------------------------------- output
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf"
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
-def format_table(points: Sequence[LoadPointResult]) -> str:
-    """Metrics as rows, load levels as columns."""
-    header = ["metric"] + [
-        f"c={p.load_value:g}" if p.load_kind == "concurrency" else f"rate={p.load_value:g}" for p in points
-    ]
-    rows = [header]
-    for label, metric in TABLE_ROWS:
-        rows.append([label] + [_fmt(p.metrics.get(metric)) for p in points])
-    if any(p.metrics.get("schedule_delay_p99_ms") is not None for p in points):
-        # an open-loop level the client could not keep: the offered load was lower than asked
-        rows.append(["send lateness p99 ms"] + [_fmt(p.metrics.get("schedule_delay_p99_ms")) for p in points])
-    if any(p.errors for p in points):
-        rows.append(["errors"] + [", ".join(f"{k}={v}" for k, v in p.errors.items()) or "-" for p in points])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    notes = sorted({n for p in points for n in p.notes})
-    return "\n".join(lines + [f"note: {n}" for n in notes])
-
-
-def _jsonable(value: Any) -> Any:
-    """Infinite load values (``--rate inf``) as the string ``"inf"``: JSON has no infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _emit(args: argparse.Namespace, points: Sequence[LoadPointResult], header: dict[str, Any]) -> None:
-    if args.json:
-        print_json(_jsonable({**header, "load_points": [p.to_dict() for p in points]}))
-        return
-    for key, value in header.items():
-        if key != "capacity":
-            print(f"{key}: {value}")
-    print(format_table(points) if points else "no load points")
-    capacity = header.get("capacity")
-    if capacity:
-        print(f"capacity: {capacity['summary']}")
-
-
-# ---------------------------------------------------------------------------------------- progress
-
-
-def _progress(label: str) -> Callable[[int, int, int], None]:
-    """Per-request progress on stderr (never mixed with --json on stdout): one redrawn line on a
-    terminal, one line per level otherwise."""
-    tty = sys.stderr.isatty()
-    last = [0.0]
-
-    def report(done: int, failed: int, total: int) -> None:
-        now = time.monotonic()
-        final = done == total
-        if tty and (final or now - last[0] > 0.2):
-            last[0] = now
-            sys.stderr.write(f"\r{label}: {done}/{total} done, {failed} failed" + ("\n" if final else ""))
-            sys.stderr.flush()
-        elif not tty and final:
-            print(f"{label}: {done}/{total} done, {failed} failed", file=sys.stderr, flush=True)
-
-    return report
-
-
-def _label(kind: str, level: float) -> str:
-    if kind == "concurrency":
-        return f"concurrency {int(level)}"
-    return f"rate {'inf' if math.isinf(level) else f'{level:g}'} req/s"
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -315,12 +192,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     kind, path = args.import_
-    try:
-        from backends.adapters import import_results
-    except ImportError:
-        return fail("--import needs backends.adapters, which this installation lacks")
     points = import_results(kind, Path(path), gpus=args.gpus)
-    _emit(args, points, {"source": kind, "path": str(path)})
+    emit(args, points, {"source": kind, "path": str(path)})
     return 0
 
 
@@ -341,7 +214,17 @@ def _bench(args: argparse.Namespace) -> int:
         args.url, model=args.model, api=args.api, ignore_eos=args.ignore_eos, headers=_headers(args.header)
     )
     target = _preflight(target)
-    requests, described = load_prompts(args)
+    requests, described = bench_prompts(
+        args.requests,
+        seed=args.seed,
+        input_len=args.input_len,
+        output_len=args.output_len,
+        input_stddev=args.input_stddev,
+        output_stddev=args.output_stddev,
+        dataset=Path(args.dataset) if args.dataset else None,
+        dataset_format=args.dataset_format,
+        prompt_field=args.prompt_field,
+    )
     gpus = 1 if args.gpus is None else args.gpus
     header: dict[str, Any] = {
         "url": target.base_url,
@@ -359,13 +242,11 @@ def _bench(args: argparse.Namespace) -> int:
         "max_duration_s": args.max_duration,
         "workers": args.workers,
     }
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.capacity:
         return _capacity(args, target, requests, kind, levels, common, header)
     points = []
     for level in levels:
-        label = _label(kind, level)
+        label_ = label(kind, level)
         points.append(
             run_sync(
                 run_load_point(
@@ -373,12 +254,12 @@ def _bench(args: argparse.Namespace) -> int:
                     requests,
                     concurrency=int(level) if kind == "concurrency" else args.max_concurrency,
                     request_rate=level if kind == "request_rate" else None,
-                    progress=_progress(label),
+                    progress=progress(label_),
                     **common,
                 )
             )
         )
-    _emit(args, points, header)
+    emit(args, points, header)
     return 0
 
 
@@ -402,7 +283,7 @@ def _capacity(
 
     def on_point(point: LoadPointResult, ok: bool, why: list[str]) -> None:
         verdict = "meets the SLOs" if ok else "misses: " + "; ".join(why)
-        print(f"{_label(kind, point.load_value)}: {verdict}", file=sys.stderr, flush=True)
+        print(f"{label(kind, point.load_value)}: {verdict}", file=sys.stderr, flush=True)
 
     result = run_sync(
         find_capacity(
@@ -413,7 +294,7 @@ def _capacity(
             high=high,
             max_steps=args.max_steps,
             tolerance=args.tolerance,
-            progress=lambda level: _progress(_label(kind, level)),
+            progress=lambda level: progress(label(kind, level)),
             on_point=on_point,
             **common,
         )
@@ -432,7 +313,7 @@ def _capacity(
             for i in order
         ],
     }
-    _emit(args, [result.points[i] for i in order], header)
+    emit(args, [result.points[i] for i in order], header)
     return 0
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from core.clock import utc_now
+from core.results import EXPERIMENTS_DIR
 from reports.pages.index import index_context
-from reports.results import EXPERIMENTS_DIR, slug, spec_dirs
+from reports.results import slug
 from reports.site.files import PageWriter, locked, remove_tree, write_assets
 from reports.site.inputs import (
     FORMAT,
@@ -28,6 +29,7 @@ from reports.site.inputs import (
 )
 from reports.site.pages import Done, Job, common_context, listing, page_environment, render_spec
 from specs.errors import UserError
+from specs.results import spec_dirs
 
 #: worker processes pay off only for big rebuilds (each one starts a Python interpreter)
 PARALLEL_MIN_PAGES = 1500

@@ -14,9 +14,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from core.results import BEST_DIR, EXPERIMENTS_DIR, MAX_RECORD_BYTES, STATUS_FILE, is_record_name
 from reports import importance
 from reports.render import TEMPLATES
-from reports.results import BEST_DIR, BEST_FILES, EXPERIMENTS_DIR, MAX_RECORD_BYTES, STATUS_FILE
+from reports.results import BEST_FILES
 from specs.paths import is_real_dir, read_regular
 
 MANIFEST = ".autotuner-site.json"
@@ -82,7 +83,7 @@ def scan_inputs(spec_dir: Path) -> dict[str, tuple[int, int]]:
     if is_real_dir(spec_dir / EXPERIMENTS_DIR):
         with contextlib.suppress(OSError), os.scandir(spec_dir / EXPERIMENTS_DIR) as it:
             for entry in it:
-                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                if is_record_name(entry.name):
                     st = entry.stat(follow_symlinks=False)
                     out[f"{EXPERIMENTS_DIR}/{entry.name}"] = (st.st_size, st.st_mtime_ns)
     if is_real_dir(spec_dir / BEST_DIR):

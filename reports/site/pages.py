@@ -14,11 +14,12 @@ from typing import Any
 
 from jinja2 import Environment
 
+from core.results import EXPERIMENTS_DIR
 from reports.pages.experiment import experiment_context
 from reports.pages.index import index_row
 from reports.pages.spec import spec_context
 from reports.render import environment, page_name
-from reports.results import EXPERIMENTS_DIR, load_spec
+from reports.results import load_spec
 from reports.site.files import PageWriter
 from reports.site.inputs import hash_parts, tool_version
 
