@@ -17,7 +17,6 @@ from backends.loadgen.records import ERROR_KINDS, RequestRecord
 from backends.loadgen.runner import LoadPointRun, collect, run_load_point, summarize_run
 from backends.loadgen.schedule import arrival_offsets
 from backends.loadgen.stats import percentile, summarize
-from backends.loadgen.synthetic import SyntheticRequest, synthetic_requests
 from backends.loadgen.target import PromptLike, TargetConfig, fetch_model, normalize_base_url
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "LoadPointRun",
     "PromptLike",
     "RequestRecord",
-    "SyntheticRequest",
     "TargetConfig",
     "aggregate",
     "arrival_offsets",
@@ -43,5 +41,4 @@ __all__ = [
     "run_sync",
     "summarize",
     "summarize_run",
-    "synthetic_requests",
 ]

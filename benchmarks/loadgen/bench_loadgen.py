@@ -42,8 +42,9 @@ from typing import Any
 import aiohttp
 from floor_client import run_floor
 
-from backends.loadgen import TargetConfig, collect, fetch_model, percentile, run_sync, synthetic_requests
+from backends.loadgen import TargetConfig, collect, fetch_model, percentile, run_sync
 from backends.loadgen.runner import LoadPointRun
+from backends.workloads.synthetic import synthetic_requests
 from specs.errors import AutotunerError
 
 HERE = Path(__file__).resolve().parent

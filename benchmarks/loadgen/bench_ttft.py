@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.loadgen import TargetConfig, collect, percentile, run_sync, synthetic_requests
+from backends.loadgen import TargetConfig, collect, percentile, run_sync
 from backends.loadgen.aggregate import request_latencies
+from backends.workloads.synthetic import synthetic_requests
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
