@@ -44,9 +44,8 @@ from backends.deploy.base import DeployBackend, DeployCancelled, EngineFailure
 from backends.deploy.leases import GpuLeaser, InsufficientGpusError
 from backends.deploy.procs import free_port
 from backends.engines import get_engine
-from backends.loadgen import TargetConfig, level_verdict, run_load_point, run_sync
+from backends.loadgen import LoadOptions, TargetConfig, level_verdict, run_load_point, run_sync
 from backends.loadgen.capacity import Bisection, FixedLevels, LevelPlan
-from backends.measure import LoadPointResult
 from backends.workloads import Workload
 from backends.workloads.selection import PromptDeal
 from core.clock import now
@@ -67,33 +66,13 @@ ERROR_RATE_LIMIT = 0.5
 Progress = Callable[[str, dict[str, Any]], None]
 
 
-#: what of a load point's ``extra`` goes into the record's ``measured``
-_MEASURED_KEYS = (
-    "workers",
-    "time_scale",
-    "cached_prompt_tokens",
-    "max_cached_prompt_tokens",
-    "max_in_flight",
-)
+def _point(p: LoadPointRecord, notes: Sequence[str] = ()) -> LoadPointRecord:
+    return p.model_copy(update={"notes": [*p.notes, *notes]})
 
 
-def _point(p: LoadPointResult, notes: Sequence[str] = ()) -> LoadPointRecord:
-    extra = p.extra
-    return LoadPointRecord(
-        load_kind=p.load_kind,
-        load_value=p.load_value,
-        metrics=dict(p.metrics),
-        source=p.source,
-        notes=[*p.notes, *notes],
-        errors=dict(p.errors),
-        wall_metrics=dict(extra.get("wall_metrics") or {}),
-        measured={k: extra[k] for k in _MEASURED_KEYS if k in extra},
-    )
-
-
-def combine_repeats(points: Sequence[LoadPointResult]) -> LoadPointResult:
+def combine_repeats(points: Sequence[LoadPointRecord]) -> LoadPointRecord:
     """Several measurements of one load point as one: every metric the median of the repeats,
-    ``extra["spread"]`` its min/median/max, errors summed. The median keeps a single disturbed
+    ``spread`` its min/median/max, errors summed. The median keeps a single disturbed
     repeat from moving the result; the spread shows how much the repeats disagreed."""
     if len(points) == 1:
         return points[0]
@@ -114,23 +93,21 @@ def combine_repeats(points: Sequence[LoadPointResult]) -> LoadPointResult:
             errors[k] = errors.get(k, 0) + v
     notes = list(dict.fromkeys(n for p in points for n in p.notes))
     notes.append(f"{len(points)} repeats: each metric is their median (spread: min/median/max)")
-    extra = dict(first.extra)
-    extra["spread"] = spread
-    extra["repeats"] = len(points)
-    wall: list[dict[str, float | None]] = [w for p in points if (w := p.extra.get("wall_metrics"))]
-    if wall:
-        extra["wall_metrics"] = {
-            k: statistics.median(vs) if (vs := [v for w in wall if (v := w.get(k)) is not None]) else None
-            for k in wall[0]
-        }
-    return LoadPointResult(
+    wall: list[dict[str, float | None]] = [w for p in points if (w := p.wall_metrics)]
+    return LoadPointRecord(
         load_kind=first.load_kind,
         load_value=first.load_value,
         metrics=metrics,
         source=first.source,
         notes=notes,
         errors=dict(sorted(errors.items())),
-        extra=extra,
+        wall_metrics={
+            k: statistics.median(vs) if (vs := [v for w in wall if (v := w.get(k)) is not None]) else None
+            for k in (wall[0] if wall else {})
+        },
+        spread=spread,
+        measured={**first.measured, "repeats": len(points)},
+        extra=dict(first.extra),
     )
 
 
@@ -422,20 +399,19 @@ class ExperimentRunner:
             if reset_path:
                 _post(base_url + reset_path)
 
+        options = LoadOptions(
+            burstiness=wl.load.burstiness,
+            seed=seed,
+            gpus=gpus,
+            slo=slo,
+            timeout_s=wl.request_timeout,
+            time_scale=self.time_scale,
+            workers=wl.workers,
+        )
         if wl.warmup_requests:
             warmup, _ = deal.take(wl.warmup_requests)
-            run_sync(
-                run_load_point(
-                    target,
-                    warmup,
-                    concurrency=min(4, len(warmup)),
-                    seed=seed,
-                    gpus=gpus,
-                    timeout_s=wl.request_timeout,
-                    max_duration_s=remaining(),
-                    time_scale=self.time_scale,
-                )
-            )
+            warm = dataclasses.replace(options, slo={}, workers=1, max_duration_s=remaining())
+            run_sync(run_load_point(target, warmup, concurrency=min(4, len(warmup)), options=warm))
         load = wl.load
         plan: LevelPlan
         if load.capacity is not None:
@@ -453,12 +429,12 @@ class ExperimentRunner:
             kind = "request_rate"
             plan = FixedLevels([float(r) for r in (load.request_rate or [])])
 
-        points: list[LoadPointResult] = []
+        points: list[LoadPointRecord] = []
         while (value := plan.next_level()) is not None:
             if cancel.is_set():
                 raise DeployCancelled("cancelled between load points")
             self.progress("load_point", {"kind": kind, "value": value})
-            repeats: list[LoadPointResult] = []
+            repeats: list[LoadPointRecord] = []
             notes: list[str] = []
             for _ in range(wl.repeats):
                 # the warm-up's and earlier levels' prompts are out of the cache and out of the list
@@ -473,14 +449,7 @@ class ExperimentRunner:
                             requests,
                             concurrency=int(value) if kind == "concurrency" else None,
                             request_rate=value if kind == "request_rate" else None,
-                            burstiness=load.burstiness,
-                            seed=seed,
-                            gpus=gpus,
-                            slo=slo,
-                            timeout_s=wl.request_timeout,
-                            max_duration_s=remaining(),
-                            time_scale=self.time_scale,
-                            workers=wl.workers,
+                            options=dataclasses.replace(options, max_duration_s=remaining()),
                         )
                     )
                 )
@@ -490,9 +459,6 @@ class ExperimentRunner:
             points.append(point)
             crash_point("load_point_done")
             record = _point(point, list(dict.fromkeys(notes)))
-            if len(repeats) > 1:
-                record.spread = point.extra["spread"]
-                record.measured["repeats"] = len(repeats)
             m.load_points.append(record)
             if not deployment.alive():
                 raise deployment.failure("crashed", f"the engine died during the load point {kind}={value:g}")

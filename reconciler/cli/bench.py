@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.loadgen import (
+    LoadOptions,
     TargetConfig,
     fetch_model,
     find_capacity,
@@ -29,12 +30,12 @@ from backends.loadgen import (
     run_sync,
 )
 from backends.loadgen.target import PromptLike
-from backends.measure import LoadPointResult
 from backends.workloads.bench import bench_prompts
 from backends.workloads.model import RequestSpec
 from reconciler.cli._common import fail, print_json
 from specs.errors import AutotunerError, TransientError, UserError
 from specs.metrics import STATS
+from specs.records import LoadPointRecord
 from specs.slo import parse_slo_text
 
 #: rows of the human-readable table: (label, metric)
@@ -224,7 +225,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(points: Sequence[LoadPointResult]) -> str:
+def format_table(points: Sequence[LoadPointRecord]) -> str:
     """Metrics as rows, load levels as columns."""
     header = ["metric"] + [
         f"c={p.load_value:g}" if p.load_kind == "concurrency" else f"rate={p.load_value:g}" for p in points
@@ -259,9 +260,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _emit(args: argparse.Namespace, points: Sequence[LoadPointResult], header: dict[str, Any]) -> None:
+def _emit(args: argparse.Namespace, points: Sequence[LoadPointRecord], header: dict[str, Any]) -> None:
     if args.json:
-        print_json(_jsonable({**header, "load_points": [p.to_dict() for p in points]}))
+        print_json(
+            _jsonable({**header, "load_points": [{**p.model_dump(), "extra": p.extra} for p in points]})
+        )
         return
     for key, value in header.items():
         if key != "capacity":
@@ -349,20 +352,20 @@ def _bench(args: argparse.Namespace) -> int:
         "api": target.api,
         "prompts": described,
     }
-    common: dict[str, Any] = {
-        "burstiness": args.burstiness,
-        "warmup": args.warmup,
-        "seed": args.seed,
-        "gpus": gpus,
-        "slo": slo,
-        "timeout_s": args.timeout,
-        "max_duration_s": args.max_duration,
-        "workers": args.workers,
-    }
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    options = LoadOptions(
+        burstiness=args.burstiness,
+        warmup=args.warmup,
+        seed=args.seed,
+        gpus=gpus,
+        slo=slo,
+        timeout_s=args.timeout,
+        max_duration_s=args.max_duration,
+        workers=args.workers,
+    )
     if args.capacity:
-        return _capacity(args, target, requests, kind, levels, common, header)
+        return _capacity(args, target, requests, kind, levels, options, header)
     points = []
     for level in levels:
         label = _label(kind, level)
@@ -373,8 +376,8 @@ def _bench(args: argparse.Namespace) -> int:
                     requests,
                     concurrency=int(level) if kind == "concurrency" else args.max_concurrency,
                     request_rate=level if kind == "request_rate" else None,
+                    options=options,
                     progress=_progress(label),
-                    **common,
                 )
             )
         )
@@ -388,7 +391,7 @@ def _capacity(
     requests: Sequence[PromptLike],
     kind: str,
     levels: list[float],
-    common: dict[str, Any],
+    options: LoadOptions,
     header: dict[str, Any],
 ) -> int:
     if kind == "request_rate":
@@ -400,7 +403,7 @@ def _capacity(
     if args.max_concurrency is not None:
         raise UserError("--max-concurrency cannot be combined with --capacity")
 
-    def on_point(point: LoadPointResult, ok: bool, why: list[str]) -> None:
+    def on_point(point: LoadPointRecord, ok: bool, why: list[str]) -> None:
         verdict = "meets the SLOs" if ok else "misses: " + "; ".join(why)
         print(f"{_label(kind, point.load_value)}: {verdict}", file=sys.stderr, flush=True)
 
@@ -414,8 +417,8 @@ def _capacity(
             max_steps=args.max_steps,
             tolerance=args.tolerance,
             progress=lambda level: _progress(_label(kind, level)),
+            options=options,
             on_point=on_point,
-            **common,
         )
     )
     order = sorted(range(len(result.points)), key=lambda i: result.points[i].load_value)
