@@ -55,10 +55,17 @@ def _quiet_gc() -> Iterator[None]:
 class _Level:
     """Shared state of one load point's requests (bodies, session, counters)."""
 
-    def __init__(self, target: TargetConfig, session: aiohttp.ClientSession, stamp: Callable[[], float]):
+    def __init__(
+        self,
+        target: TargetConfig,
+        session: aiohttp.ClientSession,
+        stamp: Callable[[], float],
+        timeout_s: float,
+    ):
         self.target = target
         self.session = session
         self.stamp = stamp
+        self.timeout_s = timeout_s
         self.chat = target.api == "chat"
         self.url = yarl.URL(target.endpoint)
         self.in_flight = 0
@@ -84,6 +91,7 @@ class _Level:
                 chat=self.chat,
                 stamp=self.stamp,
                 server_timestamps=self.target.server_timestamps,
+                timeout_s=self.timeout_s,
             )
         finally:
             self.in_flight -= 1
@@ -190,7 +198,8 @@ async def run_phase(
     jobs, warm_jobs, schedule = plan.jobs, plan.warm_jobs, plan.schedule
     timeout_s, max_duration_s = plan.timeout_s, plan.max_duration_s
     connector = aiohttp.TCPConnector(limit=plan.pool, limit_per_host=0, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
+    # the request timeout is stream_request's own (one timer per request, not one per read)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout_s, 30.0))
     records: list[RequestRecord] = []
     warm_records: list[RequestRecord] = []
 
@@ -211,7 +220,7 @@ async def run_phase(
     ) as session:
         stamp = receive_clock()
         if warm_jobs:
-            warm_level = _Level(target, session, stamp)
+            warm_level = _Level(target, session, stamp, timeout_s)
             warm_iter = iter(range(len(warm_jobs)))
             await _closed_loop(
                 warm_level,
@@ -220,7 +229,7 @@ async def run_phase(
                 lambda: next(warm_iter, None),
                 warm_records.append,
             )
-        level = _Level(target, session, stamp)
+        level = _Level(target, session, stamp, timeout_s)
         # the collection that _quiet_gc starts with can take 100 ms on a loaded machine: the
         # start instant is named after it, or every scheduled send would be late by that much
         with _quiet_gc():
