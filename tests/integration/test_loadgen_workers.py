@@ -8,8 +8,9 @@ import math
 import pytest
 
 from backends.loadgen import LoadOptions, TargetConfig, arrival_offsets, run_sync
+from backends.loadgen.phase import PhaseResult
 from backends.loadgen.records import RequestRecord
-from backends.loadgen.runner import PhaseResult, collect, summarize_run
+from backends.loadgen.runner import collect, summarize_run
 from backends.loadgen.workers import default_workers, merge
 from tests.fakes.openai_server import MODEL, FakeOpenAI, prompts
 
