@@ -22,6 +22,7 @@ a shutdown as :class:`~backends.deploy.base.DeployCancelled`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import threading
@@ -33,9 +34,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from backends.deploy.base import DeployCancelled, Deployment, EngineFailure
-from backends.loadgen import TargetConfig, level_verdict, run_load_point, run_sync
+from backends.loadgen import LoadOptions, TargetConfig, level_verdict, run_load_point, run_sync
 from backends.loadgen.capacity import Bisection, FixedLevels, LevelPlan
-from backends.measure import LoadPointResult
 from backends.workloads import RequestSpec
 from backends.workloads.selection import PromptDeal
 from core.faults import crash_point
@@ -51,33 +51,14 @@ ERROR_RATE_LIMIT = 0.5
 
 LoadKind = Literal["concurrency", "request_rate"]
 
-#: what of a load point's ``extra`` goes into the record's ``measured``
-_MEASURED_KEYS = (
-    "workers",
-    "time_scale",
-    "cached_prompt_tokens",
-    "max_cached_prompt_tokens",
-    "max_in_flight",
-)
+
+def _point(p: LoadPointRecord, notes: Sequence[str] = ()) -> LoadPointRecord:
+    return p.model_copy(update={"notes": [*p.notes, *notes]})
 
 
-def _point(p: LoadPointResult, notes: Sequence[str] = ()) -> LoadPointRecord:
-    extra = p.extra
-    return LoadPointRecord(
-        load_kind=p.load_kind,
-        load_value=p.load_value,
-        metrics=dict(p.metrics),
-        source=p.source,
-        notes=[*p.notes, *notes],
-        errors=dict(p.errors),
-        wall_metrics=dict(extra.get("wall_metrics") or {}),
-        measured={k: extra[k] for k in _MEASURED_KEYS if k in extra},
-    )
-
-
-def combine_repeats(points: Sequence[LoadPointResult]) -> LoadPointResult:
+def combine_repeats(points: Sequence[LoadPointRecord]) -> LoadPointRecord:
     """Several measurements of one load point as one: every metric the median of the repeats,
-    ``extra["spread"]`` its min/median/max, errors summed. The median keeps a single disturbed
+    ``spread`` its min/median/max, errors summed. The median keeps a single disturbed
     repeat from moving the result; the spread shows how much the repeats disagreed."""
     if len(points) == 1:
         return points[0]
@@ -94,27 +75,25 @@ def combine_repeats(points: Sequence[LoadPointResult]) -> LoadPointResult:
         spread[name] = {"min": values[0], "median": mid, "max": values[-1]}
     notes = list(dict.fromkeys(n for p in points for n in p.notes))
     notes.append(f"{len(points)} repeats: each metric is their median (spread: min/median/max)")
-    extra = dict(first.extra)
-    extra["spread"] = spread
-    extra["repeats"] = len(points)
-    wall: list[dict[str, float | None]] = [w for p in points if (w := p.extra.get("wall_metrics"))]
-    if wall:
-        extra["wall_metrics"] = {
-            k: statistics.median(vs) if (vs := [v for w in wall if (v := w.get(k)) is not None]) else None
-            for k in wall[0]
-        }
-    return LoadPointResult(
+    wall: list[dict[str, float | None]] = [w for p in points if (w := p.wall_metrics)]
+    return LoadPointRecord(
         load_kind=first.load_kind,
         load_value=first.load_value,
         metrics=metrics,
         source=first.source,
         notes=notes,
         errors=dict(sorted(_error_counts(points).items())),
-        extra=extra,
+        wall_metrics={
+            k: statistics.median(vs) if (vs := [v for w in wall if (v := w.get(k)) is not None]) else None
+            for k in (wall[0] if wall else {})
+        },
+        spread=spread,
+        measured={**first.measured, "repeats": len(points)},
+        extra=dict(first.extra),
     )
 
 
-def _error_counts(points: Sequence[LoadPointResult]) -> dict[str, int]:
+def _error_counts(points: Sequence[LoadPointRecord]) -> dict[str, int]:
     """Request errors by kind, summed over ``points``."""
     kinds: dict[str, int] = {}
     for p in points:
@@ -195,11 +174,20 @@ class LevelRun:
             base_url=self.base_url, model=self.model, api=wl.api, ignore_eos=wl.ignore_eos
         )
         self.deal = PromptDeal(self.requests, seed=wl.seed)
+        self.options = LoadOptions(
+            burstiness=wl.load.burstiness,
+            seed=wl.seed,
+            gpus=self.gpus,
+            slo=self.body.slo,
+            timeout_s=wl.request_timeout,
+            time_scale=self.time_scale,
+            workers=wl.workers,
+        )
 
     def run(self, m: Measurement) -> None:
         self._warm_up()
         kind, plan = level_plan(self.body.workload.load)
-        points: list[LoadPointResult] = []
+        points: list[LoadPointRecord] = []
         while (value := plan.next_level()) is not None:
             if self.cancel.is_set():
                 raise DeployCancelled("cancelled between load points")
@@ -240,23 +228,14 @@ class LevelRun:
         if not wl.warmup_requests:
             return
         warmup, _ = self.deal.take(wl.warmup_requests)
-        run_sync(
-            run_load_point(
-                self.target,
-                warmup,
-                concurrency=min(4, len(warmup)),
-                seed=wl.seed,
-                gpus=self.gpus,
-                timeout_s=wl.request_timeout,
-                max_duration_s=self._remaining(),
-                time_scale=self.time_scale,
-            )
-        )
+        # no SLOs, one process: the warm-up is not measured
+        warm = dataclasses.replace(self.options, slo={}, workers=1, max_duration_s=self._remaining())
+        run_sync(run_load_point(self.target, warmup, concurrency=min(4, len(warmup)), options=warm))
 
-    def _level(self, kind: LoadKind, value: float) -> tuple[LoadPointResult, LoadPointRecord]:
+    def _level(self, kind: LoadKind, value: float) -> tuple[LoadPointRecord, LoadPointRecord]:
         """One level, measured ``repeats`` times: the combined point and its record."""
         wl = self.body.workload
-        repeats: list[LoadPointResult] = []
+        repeats: list[LoadPointRecord] = []
         notes: list[str] = []
         for _ in range(wl.repeats):
             # the warm-up's and earlier levels' prompts are out of the cache and out of the list
@@ -271,25 +250,14 @@ class LevelRun:
                         requests,
                         concurrency=int(value) if kind == "concurrency" else None,
                         request_rate=value if kind == "request_rate" else None,
-                        burstiness=wl.load.burstiness,
-                        seed=wl.seed,
-                        gpus=self.gpus,
-                        slo=self.body.slo,
-                        timeout_s=wl.request_timeout,
-                        max_duration_s=self._remaining(),
-                        time_scale=self.time_scale,
-                        workers=wl.workers,
+                        options=dataclasses.replace(self.options, max_duration_s=self._remaining()),
                     )
                 )
             )
             if self.cancel.is_set():
                 raise DeployCancelled("cancelled during a load point")
         point = combine_repeats(repeats)
-        record = _point(point, list(dict.fromkeys(notes)))
-        if len(repeats) > 1:
-            record.spread = point.extra["spread"]
-            record.measured["repeats"] = len(repeats)
-        return point, record
+        return point, _point(point, list(dict.fromkeys(notes)))
 
     def _stopped(
         self, m: Measurement, plan: LevelPlan, record: LoadPointRecord, passed: bool, reasons: list[str]
@@ -316,7 +284,7 @@ class LevelRun:
             m.failure = FailureRecord(kind="pruned", reason=decision.reason)
         return True
 
-    def _check(self, points: Sequence[LoadPointResult]) -> None:
+    def _check(self, points: Sequence[LoadPointRecord]) -> None:
         """After the last level: the engine still up, and not every level mostly errors."""
         if not self.deployment.alive():
             raise self.deployment.failure("crashed", "the engine died during the benchmark")

@@ -76,11 +76,24 @@ class GpuRecord(_Record):
 
 
 class LoadPointRecord(_Record):
+    """What one load level (a concurrency or a request rate) measured, whoever measured it: the
+    load generator (``backends.loadgen``), an adapter for another tool's results
+    (``backends.adapters``), the experiment runner's combined repeats. The one load-point type:
+    what the study stores is what was measured, with no conversion between them.
+
+    Metric names are the vocabulary of :mod:`specs.metrics`; a metric that could not be computed
+    (TPOT when every request produced one token) is absent or ``None``, never 0.
+    """
+
+    #: ``concurrency`` (closed loop) or ``request_rate`` (open loop, requests/s; ``inf`` = all at once)
     load_kind: str
     load_value: float
     metrics: dict[str, float | None]
+    #: who measured it: ``autotuner``, ``genai-bench``, ``vllm-bench``
     source: str = "autotuner"
+    #: definition differences, fallbacks used (e.g. "token counts from streamed chunks, no usage")
     notes: list[str] = Field(default_factory=list)
+    #: error kind -> count (``http_500``, ``timeout``, ``truncated_stream``, ...)
     errors: dict[str, int] = Field(default_factory=dict)
     slo: list[dict[str, Any]] = Field(default_factory=list)
     feasible: bool | None = None
@@ -91,6 +104,10 @@ class LoadPointRecord(_Record):
     spread: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: how it was measured: repeats, load generator workers, time scale, prefix-cache hits reported
     measured: dict[str, Any] = Field(default_factory=dict)
+    #: facts of the run for whoever holds the point in memory (``autotuner bench --json``, tests):
+    #: token totals, good requests, the adapter's scenario and source file. Never written to
+    #: results: what a record keeps is above.
+    extra: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
 
 class FailureRecord(_Record):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backends.adapters._common import AdapterError, blank_metrics, count, finish, load_json, mapping, number
-from backends.measure import LoadPointResult
+from specs.records import LoadPointRecord
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ DEFINITION_NOTES = (
 )
 
 
-def read_genai_bench(folder: Path, gpus: int | None = None) -> list[LoadPointResult]:
+def read_genai_bench(folder: Path, gpus: int | None = None) -> list[LoadPointRecord]:
     if not folder.exists():
         raise AdapterError(f"{folder}: genai-bench experiment folder not found")
     if not folder.is_dir():
@@ -76,7 +76,7 @@ def read_genai_bench(folder: Path, gpus: int | None = None) -> list[LoadPointRes
 
     metadata = _metadata(folder)
     seen: dict[tuple[Any, ...], Path] = {}
-    points: list[tuple[tuple[Any, ...], LoadPointResult]] = []
+    points: list[tuple[tuple[Any, ...], LoadPointRecord]] = []
     for path in files:
         key, point = _read_result(path, metadata, gpus)
         if key in seen:
@@ -106,7 +106,7 @@ def _metadata(folder: Path) -> Mapping[str, Any]:
 
 def _read_result(
     path: Path, metadata: Mapping[str, Any], gpus: int | None
-) -> tuple[tuple[Any, ...], LoadPointResult]:
+) -> tuple[tuple[Any, ...], LoadPointRecord]:
     where = str(path)
     doc = mapping(load_json(path), where, "a genai-bench result file")
     if "aggregated_metrics" not in doc:
@@ -137,7 +137,7 @@ def _read_result(
     metrics = _metrics(agg, UNIT_TO_MS[unit], frequencies, gpus, agg_where, notes)
     notes.insert(0, f"scenario {scenario}")
     notes.extend(DEFINITION_NOTES)
-    point = LoadPointResult(
+    point = LoadPointRecord(
         load_kind=load_kind,
         load_value=value,
         metrics=metrics,

@@ -44,7 +44,7 @@ from backends.adapters._common import (
     read_text,
     type_name,
 )
-from backends.measure import LoadPointResult
+from specs.records import LoadPointRecord
 
 SOURCE = "vllm-bench"
 LATENCIES = (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2e", "e2el"))
@@ -59,7 +59,7 @@ DEFINITION_NOTES = (
 )
 
 
-def read_vllm_bench(path: Path, gpus: int | None = None) -> list[LoadPointResult]:
+def read_vllm_bench(path: Path, gpus: int | None = None) -> list[LoadPointRecord]:
     if path.is_dir():
         raise AdapterError(f"{path}: expected a vllm bench serve result JSON file, got a folder")
     records = _records(path)
@@ -106,7 +106,7 @@ def _records(path: Path) -> list[Any]:
 
 def _point(
     record: Mapping[str, Any], where: str, path: Path, index: int, gpus: int | None
-) -> LoadPointResult:
+) -> LoadPointRecord:
     for key in ("duration", "completed", "request_throughput"):
         if key not in record:
             present = ", ".join(sorted(map(str, record))) or "none"
@@ -169,7 +169,7 @@ def _point(
         if record.get(key) is not None:
             extra[key] = record[key]
     errors = {"unclassified": failed} if failed else {}
-    return LoadPointResult(
+    return LoadPointRecord(
         load_kind=load_kind,
         load_value=load_value,
         metrics=metrics,

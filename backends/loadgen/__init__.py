@@ -1,8 +1,10 @@
 """The built-in load generator: streams requests at an OpenAI-compatible server and turns what it
 saw into the metric vocabulary of docs/architecture.md section 5.
 
-Layers, each testable alone: :mod:`.stream` (one request, the hot path), :mod:`.runner` (closed
-and open loop at one level), :mod:`.aggregate` (pure formulas on :class:`RequestRecord`s),
+Layers, each testable alone: :mod:`.stream` (one request, the hot path), :mod:`.phase` (closed
+and open loop on one event loop), :mod:`.runner` (one level: bodies, schedule, warm-up, workers),
+:mod:`.workers` (a level over several processes), :mod:`.options` (:class:`LoadOptions`, the options
+shared by every level), :mod:`.aggregate` (pure formulas on :class:`RequestRecord`s),
 :mod:`.capacity` (bisection for the highest level within SLO), :mod:`.clock` (receive stamps
 taken when the event loop's ``select()`` returns). asyncio and aiohttp only, no numpy.
 
@@ -13,20 +15,20 @@ Asynchronous callers ``await run_load_point(...)``; everyone else calls
 from backends.loadgen.aggregate import aggregate, is_good, request_latencies
 from backends.loadgen.capacity import CapacityResult, bisect, find_capacity, level_verdict
 from backends.loadgen.clock import run as run_sync
+from backends.loadgen.options import LoadOptions
 from backends.loadgen.records import ERROR_KINDS, RequestRecord
 from backends.loadgen.runner import LoadPointRun, collect, run_load_point, summarize_run
 from backends.loadgen.schedule import arrival_offsets
 from backends.loadgen.stats import percentile, summarize
-from backends.loadgen.synthetic import SyntheticRequest, synthetic_requests
 from backends.loadgen.target import PromptLike, TargetConfig, fetch_model, normalize_base_url
 
 __all__ = [
     "ERROR_KINDS",
     "CapacityResult",
+    "LoadOptions",
     "LoadPointRun",
     "PromptLike",
     "RequestRecord",
-    "SyntheticRequest",
     "TargetConfig",
     "aggregate",
     "arrival_offsets",
@@ -43,5 +45,4 @@ __all__ = [
     "run_sync",
     "summarize",
     "summarize_run",
-    "synthetic_requests",
 ]

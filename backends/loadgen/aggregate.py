@@ -31,7 +31,7 @@ with SLO bounds (goodput, attainment, and through the metrics the capacity verdi
 study's SLO checks), durations grow and rates shrink by the scale. Rescaling finished metrics
 afterwards is wrong: a request with a simulated TTFT of 1500 ms is 75 ms of wall time at scale
 20, and would pass a 1000 ms bound. When the scale is not 1 the wall-clock numbers are kept
-beside the metrics (``extra["wall_metrics"]``) for whoever wants to see what the client saw.
+beside the metrics (``LoadPointRecord.wall_metrics``) for whoever wants to see what the client saw.
 ``schedule_delay_*_ms`` (open loop: how late each request was sent against its scheduled time)
 describe the client, not the engine, and stay in wall-clock milliseconds.
 """
@@ -45,9 +45,9 @@ from typing import Literal
 
 from backends.loadgen.records import RequestRecord
 from backends.loadgen.stats import summarize
-from backends.measure import LoadPointResult
 from specs.metrics import LATENCY_BASES, PER_REQUEST_BASE
 from specs.model import SloBound
+from specs.records import LoadPointRecord
 
 
 def request_latencies(rec: RequestRecord, time_scale: float = 1.0) -> dict[str, float | None]:
@@ -105,7 +105,7 @@ def aggregate(
     slo: Mapping[str, SloBound] | None = None,
     notes: Sequence[str] = (),
     time_scale: float = 1.0,
-) -> LoadPointResult:
+) -> LoadPointRecord:
     """Compute every metric of section 5 from the measured (non-warm-up) requests of one level,
     in engine time (``time_scale`` engine seconds per wall second; ``load_value`` is already in
     engine time)."""
@@ -115,10 +115,10 @@ def aggregate(
     result = _aggregate(recs, load_kind, load_value, gpus, dict(slo or {}), notes, time_scale)
     if time_scale != 1.0:
         wall = _aggregate(recs, load_kind, load_value * time_scale, gpus, {}, (), 1.0)
-        result.extra["wall_metrics"] = {
+        result.wall_metrics = {
             k: v for k, v in wall.metrics.items() if k not in ("goodput", "goodput_per_gpu", "slo_attainment")
         }
-        result.extra["time_scale"] = time_scale
+        result.measured["time_scale"] = time_scale
         result.notes.append(
             f"the engine runs {time_scale:g}x faster than real time: times, rates and SLO verdicts are in "
             "the engine's time; the wall-clock numbers are kept in wall_metrics"
@@ -134,7 +134,7 @@ def _aggregate(
     slo: dict[str, SloBound],
     notes: Sequence[str],
     time_scale: float,
-) -> LoadPointResult:
+) -> LoadPointRecord:
     # a "success" without a single content chunk has no TTFT: it counts as failed (no_content)
     ok = [r for r in recs if r.ok and r.first_token_time is not None]
     failed = [r for r in recs if not (r.ok and r.first_token_time is not None)]
@@ -219,19 +219,19 @@ def _aggregate(
         kind = r.error or "no_content"
         errors[kind] = errors.get(kind, 0) + 1
 
-    return LoadPointResult(
+    return LoadPointRecord(
         load_kind=load_kind,
         load_value=load_value,
         metrics=metrics,
         source="autotuner",
         notes=notes_out,
         errors=dict(sorted(errors.items())),
+        measured=_cache_facts(ok),
         extra={
             "sent": sent,
             "good": good,
             "total_input_tokens": in_tokens if input_known else None,
             "total_output_tokens": out_tokens,
-            **_cache_facts(ok),
         },
     )
 

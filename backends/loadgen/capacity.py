@@ -24,17 +24,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from backends.loadgen.options import DEFAULT_OPTIONS, LoadOptions
 from backends.loadgen.runner import Progress, run_load_point
 from backends.loadgen.target import PromptLike, TargetConfig, fetch_model
-from backends.measure import LoadPointResult
 from specs.model import SloBound
+from specs.records import LoadPointRecord
 from specs.slo import evaluate
 
 #: allowed error rate when the SLOs do not bound ``error_rate``
 DEFAULT_MAX_ERROR_RATE = 0.0
 
 
-def level_verdict(point: LoadPointResult, slo: Mapping[str, SloBound]) -> tuple[bool, list[str]]:
+def level_verdict(point: LoadPointRecord, slo: Mapping[str, SloBound]) -> tuple[bool, list[str]]:
     """Does this load point meet every hard SLO? Returns (passes, reasons it does not).
 
     The SLO comparison is :func:`specs.slo.evaluate`, the one the study and the report use, so a
@@ -60,9 +61,9 @@ class CapacityResult:
     """Every level measured (in order), and the best one that passed."""
 
     by: Literal["concurrency", "request_rate"]
-    points: list[LoadPointResult]
+    points: list[LoadPointRecord]
     passed: list[bool]
-    best: LoadPointResult | None
+    best: LoadPointRecord | None
     #: why the search ended, for people
     summary: str
     reasons: list[list[str]] = field(default_factory=list)
@@ -92,7 +93,7 @@ class LevelPlan(Protocol):
         """The next level to measure, or None when the plan is done."""
         ...
 
-    def record(self, point: LoadPointResult, ok: bool, reasons: list[str]) -> None:
+    def record(self, point: LoadPointRecord, ok: bool, reasons: list[str]) -> None:
         """The measured point at the level :meth:`next_level` gave, and its verdict."""
         ...
 
@@ -111,7 +112,7 @@ class FixedLevels:
         """The levels not measured yet (after :meth:`record` of the current one: those after it)."""
         return tuple(self._levels[self._i :])
 
-    def record(self, point: LoadPointResult, ok: bool, reasons: list[str]) -> None:
+    def record(self, point: LoadPointRecord, ok: bool, reasons: list[str]) -> None:
         self._i += 1
 
 
@@ -144,7 +145,7 @@ class Bisection:
     def next_level(self) -> float | None:
         return self._pending
 
-    def record(self, point: LoadPointResult, ok: bool, reasons: list[str]) -> None:
+    def record(self, point: LoadPointRecord, ok: bool, reasons: list[str]) -> None:
         res = self.result
         res.points.append(point)
         res.passed.append(ok)
@@ -189,15 +190,15 @@ class Bisection:
 
 
 async def bisect(
-    measure: Callable[[float], Awaitable[LoadPointResult]],
-    verdict: Callable[[LoadPointResult], tuple[bool, list[str]]],
+    measure: Callable[[float], Awaitable[LoadPointRecord]],
+    verdict: Callable[[LoadPointRecord], tuple[bool, list[str]]],
     *,
     by: Literal["concurrency", "request_rate"],
     low: float,
     high: float,
     max_steps: int = 6,
     tolerance: float = 0.1,
-    on_point: Callable[[LoadPointResult, bool, list[str]], None] | None = None,
+    on_point: Callable[[LoadPointRecord, bool, list[str]], None] | None = None,
 ) -> CapacityResult:
     """The search itself, independent of how a level is measured (tested with a fake ``measure``)."""
     plan = Bisection(by=by, low=low, high=high, max_steps=max_steps, tolerance=tolerance)
@@ -219,48 +220,33 @@ async def find_capacity(
     high: float = 256,
     max_steps: int = 6,
     tolerance: float = 0.1,
-    slo: Mapping[str, SloBound] | None = None,
-    burstiness: float = 1.0,
-    warmup: int = 0,
-    seed: int = 0,
-    gpus: int = 1,
-    timeout_s: float = 300.0,
-    max_duration_s: float | None = None,
+    options: LoadOptions = DEFAULT_OPTIONS,
     progress: Callable[[float], Progress | None] | None = None,
-    on_point: Callable[[LoadPointResult, bool, list[str]], None] | None = None,
-    time_scale: float = 1.0,
-    workers: int | None = 1,
+    on_point: Callable[[LoadPointRecord, bool, list[str]], None] | None = None,
 ) -> CapacityResult:
-    """Bisect over concurrency or request rate for the highest level within the hard SLOs.
+    """Bisect over concurrency or request rate for the highest level within the hard SLOs of
+    ``options.slo``; every level is measured with ``options``.
 
     ``progress(level)`` may return a per-request progress callback for that level.
     """
-    slo = dict(slo or {})
     kind: Literal["concurrency", "request_rate"] = "concurrency" if by == "concurrency" else "request_rate"
     if target.model is None:  # ask once, not at every level
-        target = dataclasses.replace(target, model=await fetch_model(target, timeout_s=min(timeout_s, 30.0)))
+        model = await fetch_model(target, timeout_s=min(options.timeout_s, 30.0))
+        target = dataclasses.replace(target, model=model)
 
-    async def measure(level: float) -> LoadPointResult:
+    async def measure(level: float) -> LoadPointRecord:
         return await run_load_point(
             target,
             requests,
             concurrency=int(level) if kind == "concurrency" else None,
             request_rate=level if kind == "request_rate" else None,
-            burstiness=burstiness,
-            warmup=warmup,
-            seed=seed,
-            gpus=gpus,
-            slo=slo,
-            timeout_s=timeout_s,
-            max_duration_s=max_duration_s,
+            options=options,
             progress=progress(level) if progress is not None else None,
-            time_scale=time_scale,
-            workers=workers,
         )
 
     return await bisect(
         measure,
-        lambda point: level_verdict(point, slo),
+        lambda point: level_verdict(point, options.slo),
         by=kind,
         low=low,
         high=high,

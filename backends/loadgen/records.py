@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 #: Every way a request can fail, with what it means. The kinds are the keys of
-#: ``LoadPointResult.errors``; ``http_<status>`` stands for any HTTP status other than 200.
+#: ``LoadPointRecord.errors``; ``http_<status>`` stands for any HTTP status other than 200.
 ERROR_KINDS: Final[dict[str, str]] = {
     "connection": "could not connect (refused, unreachable, DNS)",
     "disconnected": "the connection was closed or reset before a response",

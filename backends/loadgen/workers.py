@@ -7,7 +7,7 @@ Receive stamps taken at ``select()`` (:mod:`.clock`) take out the parse order, n
 the loop's iterations. Only fewer streams per loop shorten those.
 
 The design: ``N`` worker processes, each with its own event loop and its own connections, run
-:func:`.runner.run_phase` on a share of the load point, and their records are merged into the
+:func:`.phase.run_phase` on a share of the load point, and their records are merged into the
 one list :func:`.aggregate.aggregate` computes the metrics from.
 
 * **One schedule.** The parent builds every request body and, in open loop, the whole arrival
@@ -34,17 +34,17 @@ faster per chunk but still one core, and it gives up the stamping selector.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from backends.loadgen.phase import PhasePlan, PhaseResult, run_phase
 from backends.loadgen.records import RequestRecord
-from backends.loadgen.runner import Job, PhaseResult, run_phase
 from backends.loadgen.target import TargetConfig
 
 #: streams one worker serves before another worker pays off (benchmarks/loadgen: one loop keeps
@@ -76,29 +76,14 @@ def default_workers(concurrency: int | None, n_jobs: int) -> int:
     return max(1, min(wanted, free_cores()))
 
 
-@dataclass
-class _Task:
-    """What one worker is given (pickled to it)."""
-
-    target: TargetConfig
-    jobs: Sequence[Job]
-    warm_jobs: Sequence[Job]
-    streams: int
-    schedule: Sequence[tuple[int, float]] | None
-    cap: int | None
-    pool: int
-    timeout_s: float
-    max_duration_s: float | None
-
-
-def _worker_main(conn: Connection, task: _Task, counter: Any) -> None:
+def _worker_main(conn: Connection, target: TargetConfig, plan: PhasePlan, counter: Any) -> None:
     """A worker process: run its share on its own stamping event loop, send the records back."""
     from backends.loadgen.clock import run
 
     def take() -> int | None:
         with counter.get_lock():
             i = int(counter.value)
-            if i >= len(task.jobs):
+            if i >= len(plan.jobs):
                 return None
             counter.value = i + 1
         return i
@@ -110,21 +95,7 @@ def _worker_main(conn: Connection, task: _Task, counter: Any) -> None:
         return float(message[1])
 
     try:
-        result = run(
-            run_phase(
-                task.target,
-                task.jobs,
-                warm_jobs=task.warm_jobs,
-                streams=task.streams,
-                take=None if task.schedule is not None else take,
-                schedule=task.schedule,
-                cap=task.cap,
-                pool=task.pool,
-                timeout_s=task.timeout_s,
-                max_duration_s=task.max_duration_s,
-                start=start,
-            )
-        )
+        result = run(run_phase(target, plan, take=None if plan.schedule is not None else take, start=start))
         conn.send(("done", result))
     except BaseException as exc:  # a bug in a worker must reach the parent, not vanish
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -139,41 +110,34 @@ def _split(total: int, parts: int) -> list[int]:
 
 async def run_workers(
     target: TargetConfig,
-    jobs: Sequence[Job],
+    plan: PhasePlan,
     n_workers: int,
     *,
-    warm_jobs: Sequence[Job] = (),
     concurrency: int | None,
-    schedule: Sequence[tuple[int, float]] | None,
-    pool: int,
-    timeout_s: float,
-    max_duration_s: float | None,
     measured: Callable[[RequestRecord], None] | None = None,
 ) -> PhaseResult:
-    """Run one load point over ``n_workers`` processes and merge what they measured."""
+    """Run one load point's ``plan`` over ``n_workers`` processes and merge what they measured."""
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("q", 0)
+    schedule = plan.schedule
     streams = _split(concurrency or 1, n_workers)
     caps = _split(concurrency, n_workers) if (schedule is not None and concurrency) else [0] * n_workers
-    pools = _split(pool, n_workers) if pool else [0] * n_workers
+    pools = _split(plan.pool, n_workers) if plan.pool else [0] * n_workers
     procs: list[Any] = []
     conns: list[Connection] = []
     loop = asyncio.get_running_loop()
     try:
         for w in range(n_workers):
-            task = _Task(
-                target=target,
-                jobs=jobs,
-                warm_jobs=list(warm_jobs[w::n_workers]),
+            share = dataclasses.replace(
+                plan,
+                warm_jobs=list(plan.warm_jobs[w::n_workers]),
                 streams=max(1, streams[w]),
                 schedule=list(schedule[w::n_workers]) if schedule is not None else None,
                 cap=caps[w] or None,
                 pool=pools[w],
-                timeout_s=timeout_s,
-                max_duration_s=max_duration_s,
             )
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child, task, counter), daemon=True)
+            proc = ctx.Process(target=_worker_main, args=(child, target, share, counter), daemon=True)
             proc.start()
             child.close()
             procs.append(proc)
@@ -199,7 +163,7 @@ async def run_workers(
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    merged = merge(results, len(jobs))
+    merged = merge(results, len(plan.jobs))
     if measured is not None:
         for rec in merged.records:
             measured(rec)

@@ -125,13 +125,25 @@ class Scheduler:
         return result
 
     def _one_step(self, result: StepResult) -> None:
-        kv = self.kv
-        budget = self.limits.max_num_batched_tokens
-        chunked = self.limits.enable_chunked_prefill
-        running = self.running
+        """One vLLM scheduler step: the running requests first (preempting from the back when the
+        KV cache is full), then, if nobody was preempted, admissions from the queue; then the
+        step's cost, and a token for every request whose prompt is now computed."""
         scheduled: list[tuple[SimRequest, int]] = []
-        preempted = 0
+        budget, preempted = self._schedule_running(self.limits.max_num_batched_tokens, scheduled)
+        if not preempted:
+            self._admit_waiting(budget, scheduled)
+        result.preempted += preempted
+        self.total_preemptions += preempted
+        if scheduled:
+            self._sample(self._execute(scheduled, result), result)
 
+    def _schedule_running(self, budget: int, scheduled: list[tuple[SimRequest, int]]) -> tuple[int, int]:
+        """Schedule the running requests in order within ``budget`` tokens; a request the KV
+        cache cannot grow for preempts the newest running request (itself, last). Returns the
+        budget left and the number preempted."""
+        kv = self.kv
+        running = self.running
+        preempted = 0
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
@@ -146,35 +158,38 @@ class Scheduler:
                 scheduled.append((req, n))
                 budget -= n
                 i += 1
+        return budget, preempted
 
-        if not preempted:
-            waiting = self.waiting
-            while waiting and len(running) < self.limits.max_num_seqs and budget > 0:
-                req = waiting[0]
-                hits = kv.match(req)
-                cached = hits * kv.block_size
-                n = req.num_tokens - cached
-                if n > budget:
-                    if not chunked:
-                        break
-                    n = budget
-                if not kv.admit(req, hits, cached + n):
+    def _admit_waiting(self, budget: int, scheduled: list[tuple[SimRequest, int]]) -> None:
+        """Admit queued requests in order while sequences, tokens and KV blocks allow, each
+        starting after its prefix-cache hits (a prompt cut to the budget with chunked prefill)."""
+        kv = self.kv
+        running = self.running
+        waiting = self.waiting
+        while waiting and len(running) < self.limits.max_num_seqs and budget > 0:
+            req = waiting[0]
+            hits = kv.match(req)
+            cached = hits * kv.block_size
+            n = req.num_tokens - cached
+            if n > budget:
+                if not self.limits.enable_chunked_prefill:
                     break
-                waiting.popleft()
-                if req.num_output == 0 and not req.preemptions:
-                    req.cached_tokens = cached
-                    self.prompt_tokens_total += req.prompt_tokens
-                req.num_computed = cached
-                req.status = Status.RUNNING
-                running.append(req)
-                scheduled.append((req, n))
-                budget -= n
+                n = budget
+            if not kv.admit(req, hits, cached + n):
+                break
+            waiting.popleft()
+            if req.num_output == 0 and not req.preemptions:
+                req.cached_tokens = cached
+                self.prompt_tokens_total += req.prompt_tokens
+            req.num_computed = cached
+            req.status = Status.RUNNING
+            running.append(req)
+            scheduled.append((req, n))
+            budget -= n
 
-        result.preempted += preempted
-        self.total_preemptions += preempted
-        if not scheduled:
-            return
-
+    def _execute(self, scheduled: list[tuple[SimRequest, int]], result: StepResult) -> list[SimRequest]:
+        """Compute the scheduled tokens: advance the clock by the step's cost, commit full
+        blocks to the prefix cache; returns the requests that sample a token this step."""
         tokens = 0
         pairs = 0.0
         kv_read = 0
@@ -193,11 +208,15 @@ class Scheduler:
         result.steps += 1
         result.duration += duration
         result.scheduled_tokens += tokens
-
+        kv = self.kv
         if kv.prefix_caching:
             for req, _ in scheduled:
                 if req.kv_committed < len(req.block_hashes):
                     kv.commit(req)
+        return sampling
+
+    def _sample(self, sampling: list[SimRequest], result: StepResult) -> None:
+        """One output token for each of ``sampling`` at the step's end; the finished ones leave."""
         now = self.now
         done = False
         for req in sampling:

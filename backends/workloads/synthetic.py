@@ -78,3 +78,31 @@ def build_synthetic(dataset: SyntheticDataset, seed: int) -> list[RequestSpec]:
         words = prefix + rng_words.choices(WORDS, k=length - prefix_len)
         requests.append(RequestSpec(prompt=" ".join(words), max_tokens=max_tokens, input_tokens=length))
     return requests
+
+
+def synthetic_requests(
+    n: int,
+    *,
+    input_len: int = 128,
+    output_len: int = 128,
+    input_stddev: float = 0.0,
+    output_stddev: float = 0.0,
+    seed: int = 0,
+) -> list[RequestSpec]:
+    """``n`` prompts of about ``input_len`` tokens asking for about ``output_len`` tokens each
+    (normal lengths with those standard deviations, clipped to at least 1): the prompts of a spec's
+    synthetic dataset with these lengths and seed, for callers without a spec (tests,
+    benchmarks/loadgen)."""
+    if n < 0 or input_len < 1 or output_len < 1:
+        raise ValueError("need n >= 0, input_len >= 1 and output_len >= 1")
+    if n == 0:
+        return []
+    dataset = SyntheticDataset.model_validate(
+        {
+            "kind": "synthetic",
+            "input": {"mean": input_len, "stddev": input_stddev},
+            "output": {"mean": output_len, "stddev": output_stddev},
+            "numPrompts": n,
+        }
+    )
+    return build_synthetic(dataset, seed)

@@ -42,8 +42,9 @@ from typing import Any
 import aiohttp
 from floor_client import run_floor
 
-from backends.loadgen import TargetConfig, collect, fetch_model, percentile, run_sync, synthetic_requests
+from backends.loadgen import LoadOptions, TargetConfig, collect, fetch_model, percentile, run_sync
 from backends.loadgen.runner import LoadPointRun
+from backends.workloads.synthetic import synthetic_requests
 from specs.errors import AutotunerError
 
 HERE = Path(__file__).resolve().parent
@@ -108,7 +109,9 @@ def ceiling(server: Server, levels: list[int], requests: int, output_len: int) -
     for c in levels:
         reqs = synthetic_requests(max(requests, 2 * c), input_len=16, output_len=output_len, seed=c)
         cpu0, scpu0, t0 = time.process_time(), server.cpu_s(), time.perf_counter()
-        run = run_sync(collect(target, reqs, concurrency=c, warmup=min(c, 32), timeout_s=120))
+        run = run_sync(
+            collect(target, reqs, concurrency=c, options=LoadOptions(warmup=min(c, 32), timeout_s=120))
+        )
         wall, cpu, scpu = time.perf_counter() - t0, time.process_time() - cpu0, server.cpu_s() - scpu0
         ok = [r for r in run.records if r.ok]
         start = min(r.send_time for r in run.records)
@@ -144,7 +147,7 @@ def marginal_costs(server: Server) -> list[dict[str, Any]]:
     def loadgen(n: int, out: int) -> tuple[float, int]:
         reqs = synthetic_requests(n, input_len=16, output_len=out, seed=n)
         cpu0 = time.process_time()
-        run = run_sync(collect(target, reqs, concurrency=64, timeout_s=120))
+        run = run_sync(collect(target, reqs, concurrency=64, options=LoadOptions(timeout_s=120)))
         return time.process_time() - cpu0, sum(len(r.chunk_times) for r in run.records)
 
     def floor(n: int, out: int) -> tuple[float, int]:
@@ -183,7 +186,12 @@ def _lag_run(server: Server, client: str, streams: int, output_len: int, seed: i
     target = TargetConfig(server.url, model=server.model, ignore_eos=True, server_timestamps=True)
     reqs = synthetic_requests(n, input_len=16, output_len=output_len, seed=seed)
     stamped = client == "stamped"
-    run = _run(collect(target, reqs, concurrency=streams, warmup=min(streams, 32), timeout_s=120), stamped)
+    run = _run(
+        collect(
+            target, reqs, concurrency=streams, options=LoadOptions(warmup=min(streams, 32), timeout_s=120)
+        ),
+        stamped,
+    )
     samples: list[float] = []
     steady: list[float] = []  # without each request's first chunk (sent amid new requests)
     for r in run.records:
@@ -237,7 +245,12 @@ def _workers_lag_run(server: Server, workers: int, streams: int, output_len: int
     target = TargetConfig(server.url, model=server.model, ignore_eos=True, server_timestamps=True)
     reqs = synthetic_requests(2 * streams, input_len=16, output_len=output_len, seed=seed)
     run = run_sync(
-        collect(target, reqs, concurrency=streams, warmup=min(streams, 32), timeout_s=120, workers=workers)
+        collect(
+            target,
+            reqs,
+            concurrency=streams,
+            options=LoadOptions(warmup=min(streams, 32), timeout_s=120, workers=workers),
+        )
     )
     return sorted(
         (t + run.wall_offset - sent) * 1000
@@ -269,7 +282,12 @@ def workers_study(
             for w in workers:
                 reqs = synthetic_requests(2 * streams, input_len=16, output_len=256, seed=rep)
                 run = run_sync(
-                    collect(target, reqs, concurrency=streams, warmup=32, timeout_s=120, workers=w)
+                    collect(
+                        target,
+                        reqs,
+                        concurrency=streams,
+                        options=LoadOptions(warmup=32, timeout_s=120, workers=w),
+                    )
                 )
                 ok = [r for r in run.records if r.ok]
                 dur = max(r.end_time or 0 for r in run.records) - min(r.send_time for r in run.records)

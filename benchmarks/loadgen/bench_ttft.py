@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.loadgen import TargetConfig, collect, percentile, run_sync, synthetic_requests
+from backends.loadgen import LoadOptions, TargetConfig, collect, percentile, run_sync
 from backends.loadgen.aggregate import request_latencies
+from backends.workloads.synthetic import synthetic_requests
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -106,7 +107,7 @@ async def raw_client(url: str, concurrency: int, requests: int, output_len: int)
 def loadgen(url: str, concurrency: int, requests: int, output_len: int) -> dict[str, list[float]]:
     reqs = synthetic_requests(requests, input_len=16, output_len=output_len)
     target = TargetConfig(url, model="bench")
-    run = run_sync(collect(target, reqs, concurrency=concurrency, warmup=concurrency, workers=1))
+    run = run_sync(collect(target, reqs, concurrency=concurrency, options=LoadOptions(warmup=concurrency)))
     lat = [request_latencies(r) for r in run.records if r.ok]
     return {"ttft": [v["ttft"] or 0.0 for v in lat], "tpot": [v["tpot"] or 0.0 for v in lat]}
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.loadgen import TargetConfig, collect, fetch_model, run_sync, summarize_run
+from backends.loadgen import LoadOptions, TargetConfig, collect, fetch_model, run_sync, summarize_run
 from backends.sim.build import build
 from backends.sim.config import parse_config
 from backends.sim.offline import Item, run_arrivals, run_closed_loop
@@ -88,7 +88,7 @@ def compare(flags: list[str], scale: float, levels: list[int], n: int) -> list[d
     try:
         target = TargetConfig(url, ignore_eos=True)
         for c in levels:
-            run = run_sync(collect(target, reqs, concurrency=c, time_scale=scale, workers=1))
+            run = run_sync(collect(target, reqs, concurrency=c, options=LoadOptions(time_scale=scale)))
             live = summarize_run(run).metrics
             items = [Item(r.input_tokens, r.max_tokens) for r in reqs]
             closed = run_closed_loop(setup, items, c).summary()

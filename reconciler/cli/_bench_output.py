@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from backends.measure import LoadPointResult
 from reconciler.cli._common import print_json
 from specs.metrics import STATS
+from specs.records import LoadPointRecord
 
 #: rows of the human-readable table: (label, metric)
 TABLE_ROWS: tuple[tuple[str, str], ...] = (
@@ -46,7 +46,7 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(points: Sequence[LoadPointResult]) -> str:
+def format_table(points: Sequence[LoadPointRecord]) -> str:
     """Metrics as rows, load levels as columns."""
     header = ["metric"] + [
         f"c={p.load_value:g}" if p.load_kind == "concurrency" else f"rate={p.load_value:g}" for p in points
@@ -81,9 +81,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def emit(args: argparse.Namespace, points: Sequence[LoadPointResult], header: dict[str, Any]) -> None:
+def emit(args: argparse.Namespace, points: Sequence[LoadPointRecord], header: dict[str, Any]) -> None:
     if args.json:
-        print_json(_jsonable({**header, "load_points": [p.to_dict() for p in points]}))
+        print_json(
+            _jsonable({**header, "load_points": [{**p.model_dump(), "extra": p.extra} for p in points]})
+        )
         return
     for key, value in header.items():
         if key != "capacity":

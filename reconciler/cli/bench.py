@@ -22,6 +22,7 @@ from typing import Any
 
 from backends.adapters import import_results
 from backends.loadgen import (
+    LoadOptions,
     TargetConfig,
     fetch_model,
     find_capacity,
@@ -29,11 +30,11 @@ from backends.loadgen import (
     run_sync,
 )
 from backends.loadgen.target import PromptLike
-from backends.measure import LoadPointResult
 from backends.workloads.bench import bench_prompts
 from reconciler.cli._bench_output import emit, label, progress
 from reconciler.cli._common import fail
 from specs.errors import AutotunerError, TransientError, UserError
+from specs.records import LoadPointRecord
 from specs.slo import parse_slo_text
 
 
@@ -232,18 +233,18 @@ def _bench(args: argparse.Namespace) -> int:
         "api": target.api,
         "prompts": described,
     }
-    common: dict[str, Any] = {
-        "burstiness": args.burstiness,
-        "warmup": args.warmup,
-        "seed": args.seed,
-        "gpus": gpus,
-        "slo": slo,
-        "timeout_s": args.timeout,
-        "max_duration_s": args.max_duration,
-        "workers": args.workers,
-    }
+    options = LoadOptions(
+        burstiness=args.burstiness,
+        warmup=args.warmup,
+        seed=args.seed,
+        gpus=gpus,
+        slo=slo,
+        timeout_s=args.timeout,
+        max_duration_s=args.max_duration,
+        workers=args.workers,
+    )
     if args.capacity:
-        return _capacity(args, target, requests, kind, levels, common, header)
+        return _capacity(args, target, requests, kind, levels, options, header)
     points = []
     for level in levels:
         label_ = label(kind, level)
@@ -254,8 +255,8 @@ def _bench(args: argparse.Namespace) -> int:
                     requests,
                     concurrency=int(level) if kind == "concurrency" else args.max_concurrency,
                     request_rate=level if kind == "request_rate" else None,
+                    options=options,
                     progress=progress(label_),
-                    **common,
                 )
             )
         )
@@ -269,7 +270,7 @@ def _capacity(
     requests: Sequence[PromptLike],
     kind: str,
     levels: list[float],
-    common: dict[str, Any],
+    options: LoadOptions,
     header: dict[str, Any],
 ) -> int:
     if kind == "request_rate":
@@ -281,7 +282,7 @@ def _capacity(
     if args.max_concurrency is not None:
         raise UserError("--max-concurrency cannot be combined with --capacity")
 
-    def on_point(point: LoadPointResult, ok: bool, why: list[str]) -> None:
+    def on_point(point: LoadPointRecord, ok: bool, why: list[str]) -> None:
         verdict = "meets the SLOs" if ok else "misses: " + "; ".join(why)
         print(f"{label(kind, point.load_value)}: {verdict}", file=sys.stderr, flush=True)
 
@@ -295,8 +296,8 @@ def _capacity(
             max_steps=args.max_steps,
             tolerance=args.tolerance,
             progress=lambda level: progress(label(kind, level)),
+            options=options,
             on_point=on_point,
-            **common,
         )
     )
     order = sorted(range(len(result.points)), key=lambda i: result.points[i].load_value)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from backends.loadgen import (
+    LoadOptions,
     TargetConfig,
     arrival_offsets,
     collect,
@@ -23,10 +24,10 @@ from backends.loadgen import (
     run_load_point,
     run_sync,
 )
-from backends.measure import LoadPointResult
 from specs.errors import TransientError
 from specs.metrics import ALL_METRICS
 from specs.model import SloBound
+from specs.records import LoadPointRecord
 from tests.fakes.openai_server import MODEL, FakeOpenAI, prompts
 
 
@@ -36,11 +37,23 @@ def server() -> Iterator[FakeOpenAI]:
         yield s
 
 
-def measure(url: str, reqs: list[Any], api: str = "completions", **kwargs: Any) -> LoadPointResult:
+def measure(
+    url: str,
+    reqs: list[Any],
+    api: str = "completions",
+    *,
+    concurrency: int | None = 3,
+    request_rate: float | None = None,
+    **options: Any,
+) -> LoadPointRecord:
+    """One load point; ``options`` are :class:`LoadOptions` fields (``timeout_s`` 5 s unless given)."""
     target = TargetConfig(url, model=MODEL, api=api)  # type: ignore[arg-type]
-    kwargs.setdefault("concurrency", 3)
-    kwargs.setdefault("timeout_s", 5.0)
-    return run_sync(run_load_point(target, reqs, **kwargs))
+    options.setdefault("timeout_s", 5.0)
+    return run_sync(
+        run_load_point(
+            target, reqs, concurrency=concurrency, request_rate=request_rate, options=LoadOptions(**options)
+        )
+    )
 
 
 def free_port() -> int:
@@ -202,8 +215,7 @@ def test_capacity_search_finds_where_a_slowing_server_breaks_the_slo() -> None:
                 prompts(10, max_tokens=2),
                 low=1,
                 high=16,
-                slo={"ttft_p50_ms": SloBound(max=180)},
-                timeout_s=5,
+                options=LoadOptions(slo={"ttft_p50_ms": SloBound(max=180)}, timeout_s=5),
             )
         )
     assert result.capacity == 4, [(p.load_value, p.metrics["ttft_p50_ms"]) for p in result.points]

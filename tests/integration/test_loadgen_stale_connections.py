@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from backends.loadgen import TargetConfig, run_load_point, run_sync
-from backends.loadgen.synthetic import synthetic_requests
+from backends.workloads.synthetic import synthetic_requests
 
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from backends.loadgen import TargetConfig, arrival_offsets, run_sync
+from backends.loadgen import LoadOptions, TargetConfig, arrival_offsets, run_sync
+from backends.loadgen.phase import PhaseResult
 from backends.loadgen.records import RequestRecord
-from backends.loadgen.runner import PhaseResult, collect, summarize_run
+from backends.loadgen.runner import collect, summarize_run
 from backends.loadgen.workers import default_workers, merge
 from tests.fakes.openai_server import MODEL, FakeOpenAI, prompts
 
@@ -25,8 +26,7 @@ def test_closed_loop_over_workers_sends_every_job_once_at_the_concurrency(worker
                 TargetConfig(s.url, model=MODEL),
                 prompts(n, max_tokens=5),
                 concurrency=c,
-                workers=workers,
-                warmup=3,
+                options=LoadOptions(workers=workers, warmup=3),
             )
         )
         arrivals = len(s.arrivals)
@@ -37,7 +37,7 @@ def test_closed_loop_over_workers_sends_every_job_once_at_the_concurrency(worker
     assert arrivals == n + 3, "the server saw each measured request once, plus the warm-up"
     assert peak <= c, "the streams of all workers together never exceed the concurrency"
     result = summarize_run(run)
-    assert result.metrics["completed"] == n and result.extra["workers"] == workers
+    assert result.metrics["completed"] == n and result.measured["workers"] == workers
 
 
 def test_open_loop_over_workers_keeps_the_one_schedule_and_measures_lateness() -> None:
@@ -48,8 +48,7 @@ def test_open_loop_over_workers_keeps_the_one_schedule_and_measures_lateness() -
                 TargetConfig(s.url, model=MODEL),
                 prompts(n, max_tokens=2),
                 request_rate=rate,
-                seed=seed,
-                workers=2,
+                options=LoadOptions(seed=seed, workers=2),
             )
         )
     assert [r.index for r in run.records] == list(range(n))

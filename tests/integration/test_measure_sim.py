@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.loadgen import TargetConfig, run_load_point, run_sync
+from backends.loadgen import LoadOptions, TargetConfig, run_load_point, run_sync
 from backends.workloads import build_workload
 from specs.model import LengthDist, SyntheticDataset
 
@@ -64,7 +64,9 @@ def requests(tmp: Path) -> list:
 def measure(url: str, reqs: list, concurrency: int, gpus: int = 1) -> dict:
     target = TargetConfig(base_url=url, ignore_eos=True)
     n = 32 if concurrency > 4 else 12
-    point = run_sync(run_load_point(target, reqs[:n], concurrency=concurrency, warmup=2, gpus=gpus))
+    point = run_sync(
+        run_load_point(target, reqs[:n], concurrency=concurrency, options=LoadOptions(warmup=2, gpus=gpus))
+    )
     assert point.metrics["failed"] == 0 and point.metrics["completed"] == n
     return point.metrics
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.loadgen import TargetConfig, collect, fetch_model, run_sync, summarize_run
+from backends.loadgen import LoadOptions, TargetConfig, collect, fetch_model, run_sync, summarize_run
 from backends.sim.build import build
 from backends.sim.config import parse_config
 from backends.sim.offline import Item, run_arrivals
@@ -74,7 +74,9 @@ def test_live_throughput_and_ttft_follow_the_model(sim: str, tmp_path: Path) -> 
     ).requests
     reqs = reqs[: wl.requests_per_level]
     run = run_sync(
-        collect(TargetConfig(sim, ignore_eos=True), reqs, concurrency=16, time_scale=scale, workers=1)
+        collect(
+            TargetConfig(sim, ignore_eos=True), reqs, concurrency=16, options=LoadOptions(time_scale=scale)
+        )
     )
     live = summarize_run(run).metrics
     t0 = min(r.send_time for r in run.records)

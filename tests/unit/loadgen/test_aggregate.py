@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 
 from backends.loadgen import RequestRecord, aggregate, is_good
-from backends.measure import LoadPointResult
 from specs.metrics import ALL_METRICS, LATENCY_METRICS
 from specs.model import SloBound
+from specs.records import LoadPointRecord
 from tests.unit.loadgen.records import failed, ok
 
 
-def agg(records: list[RequestRecord], **kwargs: object) -> LoadPointResult:
+def agg(records: list[RequestRecord], **kwargs: object) -> LoadPointRecord:
     return aggregate(records, load_kind="concurrency", load_value=4, **kwargs)  # type: ignore[arg-type]
 
 

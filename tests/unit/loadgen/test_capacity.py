@@ -9,17 +9,17 @@ import pytest
 
 from backends.loadgen import bisect, level_verdict
 from backends.loadgen.capacity import CapacityResult
-from backends.measure import LoadPointResult
 from specs.model import SloBound
+from specs.records import LoadPointRecord
 
 SLO = {"ttft_p90_ms": SloBound(max=100)}
 
 
 def point(
     level: float, ttft: float | None = 50.0, *, completed: int = 10, failed: int = 0
-) -> LoadPointResult:
+) -> LoadPointRecord:
     sent = completed + failed
-    return LoadPointResult(
+    return LoadPointRecord(
         load_kind="concurrency",
         load_value=level,
         metrics={
@@ -43,7 +43,7 @@ def search(
     """Bisect against a server whose TTFT p90 crosses 100 ms just above ``limit``."""
     measured: list[float] = []
 
-    async def measure(level: float) -> LoadPointResult:
+    async def measure(level: float) -> LoadPointRecord:
         measured.append(level)
         return point(level, 50.0 if level <= limit else 150.0)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from backends.loadgen import TargetConfig, normalize_base_url, run_sync, synthetic_requests
+from backends.loadgen import TargetConfig, normalize_base_url, run_sync
 from backends.loadgen.clock import StampingSelector, receive_clock
 from specs.errors import UserError
 
@@ -61,23 +61,6 @@ def test_chat_body() -> None:
 def test_unknown_api() -> None:
     with pytest.raises(UserError, match="unknown API"):
         TargetConfig("http://h:1", api="embeddings")  # type: ignore[arg-type]
-
-
-def test_synthetic_prompts() -> None:
-    reqs = synthetic_requests(50, input_len=32, output_len=16, seed=4)
-    assert len(reqs) == 50
-    assert all(len(r.prompt.split()) == 32 == r.input_tokens for r in reqs)
-    assert all(r.max_tokens == 16 for r in reqs)
-    assert len({r.prompt for r in reqs}) == 50  # no shared prompts for a prefix cache to exploit
-    assert reqs == synthetic_requests(50, input_len=32, output_len=16, seed=4)
-
-
-def test_synthetic_lengths_vary_with_stddev_and_stay_positive() -> None:
-    reqs = synthetic_requests(300, input_len=4, output_len=8, input_stddev=4, output_stddev=8, seed=1)
-    ins = [len(r.prompt.split()) for r in reqs]
-    outs = [r.max_tokens for r in reqs]
-    assert min(ins) >= 1 and min(outs) >= 1
-    assert len(set(ins)) > 3 and len(set(outs)) > 3
 
 
 def test_receive_clock_is_the_previous_select_on_the_stamping_loop() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from backends.workloads import DatasetError, Workload, build_workload
 from backends.workloads import synthetic as synthetic_module
-from backends.workloads.synthetic import WORDS
+from backends.workloads.synthetic import WORDS, synthetic_requests
 from specs.errors import UserError
 from specs.model import SyntheticDataset
 
@@ -180,3 +180,20 @@ def test_record_is_json_and_holds_the_fingerprint() -> None:
     assert record["fingerprint"] == w.fingerprint
     assert record["stats"]["numRequests"] == 50
     assert record["stats"]["inputTokens"] == {"mean": 64.0, "min": 64, "max": 64}
+
+
+def test_synthetic_prompts() -> None:
+    reqs = synthetic_requests(50, input_len=32, output_len=16, seed=4)
+    assert len(reqs) == 50
+    assert all(len(r.prompt.split()) == 32 == r.input_tokens for r in reqs)
+    assert all(r.max_tokens == 16 for r in reqs)
+    assert len({r.prompt for r in reqs}) == 50  # no shared prompts for a prefix cache to exploit
+    assert reqs == synthetic_requests(50, input_len=32, output_len=16, seed=4)
+
+
+def test_synthetic_lengths_vary_with_stddev_and_stay_positive() -> None:
+    reqs = synthetic_requests(300, input_len=4, output_len=8, input_stddev=4, output_stddev=8, seed=1)
+    ins = [len(r.prompt.split()) for r in reqs]
+    outs = [r.max_tokens for r in reqs]
+    assert min(ins) >= 1 and min(outs) >= 1
+    assert len(set(ins)) > 3 and len(set(outs)) > 3
