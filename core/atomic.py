@@ -24,12 +24,13 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core.faults import crash_point
 
-__all__ = ["fsync_dir", "write_bytes", "write_json", "write_text"]
+__all__ = ["fsync_dir", "json_text", "write_bytes", "write_json", "write_text"]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -81,6 +82,21 @@ def write_text(
     write_bytes(path, text.encode(encoding), mode=mode, durable=durable)
 
 
+def json_text(
+    obj: Any, *, indent: int | None = 2, sort_keys: bool = True, default: Callable[[Any], Any] | None = None
+) -> str:
+    """The project's JSON file convention, the one dumper: sorted keys, a fixed indent, UTF-8
+    as is (no ``\\u`` escapes), a trailing newline, and strict JSON (NaN and infinity raise
+    ``ValueError`` rather than writing what other JSON readers reject). Deterministic, so that
+    rewriting an unchanged object gives identical bytes and git sees no change."""
+    return (
+        json.dumps(
+            obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False, default=default
+        )
+        + "\n"
+    )
+
+
 def write_json(
     path: Path | str, obj: Any, *, indent: int | None = 2, sort_keys: bool = True, mode: int = 0o644
 ) -> None:
@@ -91,5 +107,4 @@ def write_json(
     ``ValueError`` for NaN/infinity and ``TypeError`` for objects JSON cannot hold, *before* the
     target is touched.
     """
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False)
-    write_text(path, text + "\n", mode=mode)
+    write_text(path, json_text(obj, indent=indent, sort_keys=sort_keys), mode=mode)

@@ -16,17 +16,21 @@ _counts: dict[str, int] = {}
 _lock = threading.Lock()
 
 
-def crash_point(name: str) -> None:
-    wanted = os.environ.get("AUTOTUNER_CRASH_AT")
+def _hit(variable: str, name: str, key: str) -> bool:
+    """``variable`` names the point ``name`` (``NAME[:N]``) and this is its N-th pass."""
+    wanted = os.environ.get(variable)
     if not wanted:
-        return
+        return False
     point, _, nth = wanted.partition(":")
     if point != name:
-        return
+        return False
     with _lock:
-        _counts[name] = _counts.get(name, 0) + 1
-        hit = _counts[name] == int(nth or 1)
-    if hit:
+        _counts[key] = _counts.get(key, 0) + 1
+        return _counts[key] == int(nth or 1)
+
+
+def crash_point(name: str) -> None:
+    if _hit("AUTOTUNER_CRASH_AT", name, name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -37,15 +41,5 @@ class InjectedFault(RuntimeError):
 def fault_point(name: str) -> None:
     """``AUTOTUNER_FAULT_AT=NAME[:N]`` raises :class:`InjectedFault` the N-th time (default first)
     the thread passes the point NAME: an uncaught exception where a real bug would raise one."""
-    wanted = os.environ.get("AUTOTUNER_FAULT_AT")
-    if not wanted:
-        return
-    point, _, nth = wanted.partition(":")
-    if point != name:
-        return
-    with _lock:
-        key = "fault:" + name
-        _counts[key] = _counts.get(key, 0) + 1
-        hit = _counts[key] == int(nth or 1)
-    if hit:
+    if _hit("AUTOTUNER_FAULT_AT", name, "fault:" + name):
         raise InjectedFault(f"injected fault at {name} (AUTOTUNER_FAULT_AT)")

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 
 import yaml
@@ -22,6 +21,7 @@ from backends.deploy.container import container_config, shell_join
 from backends.deploy.kube_manifests import deployment_objects
 from backends.engines import get_engine
 from backends.engines.base import LaunchPlan
+from core.atomic import json_text
 from specs.model import DockerBackend as DockerSettings
 from specs.model import EnvFrom, KubernetesBackend, TuningSpec
 from specs.records import ExperimentRecord
@@ -110,44 +110,34 @@ def render(
             f"# {spec.spec.engine.name} has no container image; run command.sh instead.\n"
         )
 
-    files["engine-args.json"] = (
-        json.dumps(
-            {
-                "spec": spec.name,
-                "experiment": record.id,
-                "generation": record.generation,
-                "engine": record.engine,
-                "model": record.model,
-                "config": record.config,
-                "engineFlags": record.engine_flags,
-                "argv": plan.argv,
-                "containerArgs": plan.container_args,
-                "image": image,
-                "gpus": gpus,
-                "summary": record.summary,
-                "objectives": [o.model_dump() for o in record.objectives],
-            },
-            indent=2,
-            sort_keys=True,
-        )
-        + "\n"
+    files["engine-args.json"] = json_text(
+        {
+            "spec": spec.name,
+            "experiment": record.id,
+            "generation": record.generation,
+            "engine": record.engine,
+            "model": record.model,
+            "config": record.config,
+            "engineFlags": record.engine_flags,
+            "argv": plan.argv,
+            "containerArgs": plan.container_args,
+            "image": image,
+            "gpus": gpus,
+            "summary": record.summary,
+            "objectives": [o.model_dump() for o in record.objectives],
+        }
     )
     if pareto is not None and len(spec.spec.objectives) > 1:
-        files["pareto.json"] = (
-            json.dumps(
-                [
-                    {
-                        "experiment": r.id,
-                        "config": r.config,
-                        "objectives": [o.model_dump() for o in r.objectives],
-                        "command": shlex.join(engine.launch(spec, r.config, host="0.0.0.0", port=PORT).argv),
-                    }
-                    for r in pareto
-                ],
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n"
+        files["pareto.json"] = json_text(
+            [
+                {
+                    "experiment": r.id,
+                    "config": r.config,
+                    "objectives": [o.model_dump() for o in r.objectives],
+                    "command": shlex.join(engine.launch(spec, r.config, host="0.0.0.0", port=PORT).argv),
+                }
+                for r in pareto
+            ]
         )
     return files
 

@@ -18,7 +18,6 @@ unreadable files name the reason, never the content.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from core.atomic import TEMP_SUFFIX, write_bytes
+from core.atomic import TEMP_SUFFIX, json_text, write_bytes
 from core.results import BEST_DIR, EXPERIMENTS_DIR, JOURNAL_FILE, STATUS_FILE, record_name, record_order
 from specs.paths import is_real_dir, read_regular, real_dir
 from specs.records import ExperimentRecord, StatusRecord
@@ -43,7 +42,7 @@ _PROCESS_STARTED = time.time() - 0.05
 
 def dumps(data: object) -> bytes:
     """Stable JSON bytes: sorted keys, two-space indent, final newline (diff-friendly in git)."""
-    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n").encode()
+    return json_text(data, default=str).encode()
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:

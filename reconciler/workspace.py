@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.atomic import write_bytes
+from core.atomic import json_text, write_bytes
 from core.faults import crash_point
 from core.results import JOURNAL_FILE
 from reconciler.clone import Clone
@@ -220,9 +220,7 @@ class Workspace(Clone):
         changed = {k: v for k, v in trees.items() if self._synced.get(k, "absent") != v}
         if changed:
             self._synced.update(changed)
-            write_bytes(
-                self._synced_path, (json.dumps(self._synced, indent=1, sort_keys=True) + "\n").encode()
-            )
+            write_bytes(self._synced_path, json_text(self._synced).encode())
 
     # ------------------------------------------------------------------ commit-back
 
