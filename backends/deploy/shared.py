@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def teardown_many(deps: Sequence[DeploymentCore]) -> None:
 D = TypeVar("D", bound="DeploymentCore")
 
 
-class BackendCore(Generic[D]):
+class BackendCore(ABC, Generic[D]):
     """The registry of a backend's live deployments and the one ``deploy``.
 
     A subclass sets ``environ``, ``policy`` and ``tail_lines`` (and the timing attributes its
@@ -193,12 +194,13 @@ class BackendCore(Generic[D]):
             return env, {target: env.pop(target) for target in plan.env_from}
         return env, {target: env[target] for target in plan.env_from}
 
+    @abstractmethod
     def _new_deployment(self, request: DeployRequest) -> D:
-        raise NotImplementedError
+        """The backend's deployment object for ``request``, not started yet."""
 
+    @abstractmethod
     def _launch(self, dep: D) -> None:
         """Begin starting ``dep`` (outside the registry lock); must not raise for engine problems."""
-        raise NotImplementedError
 
     def _forget(self, dep: DeploymentCore) -> None:
         with self._lock:
@@ -254,7 +256,7 @@ class Readiness:
         return f"engine {self.name} was not ready after {self.timeout_s:g} s ({why})"
 
 
-class DeploymentCore:
+class DeploymentCore(ABC):
     """One deployment's shared life: teardown once, the log, readiness, classified failures.
 
     A subclass implements ``exit_info``, ``alive``, ``wait_ready`` and :meth:`_release`; it may
@@ -280,8 +282,9 @@ class DeploymentCore:
 
     # ---------------------------------------------------------------------- the contract
 
+    @abstractmethod
     def exit_info(self) -> ExitInfo | None:
-        raise NotImplementedError
+        """How the engine ended, or None while it runs."""
 
     def failure(self, kind: FailureKind = "crashed", message: str | None = None) -> EngineFailure:
         if message is None:
@@ -309,9 +312,9 @@ class DeploymentCore:
 
     # ------------------------------------------------------------------- for subclasses
 
+    @abstractmethod
     def _release(self) -> None:
         """Stop everything the deployment started and wait until it is gone."""
-        raise NotImplementedError
 
     def _readiness(self, timeout_s: float, cancel: threading.Event | None) -> Readiness:
         return Readiness(self.name, timeout_s, self._backend.poll_interval_s, cancel, self._torn_down)
@@ -326,8 +329,9 @@ class DeploymentCore:
         ended = self.exit_info()
         return ended.describe() if ended is not None else "is still running"
 
-    def _settle_log(self, ended: ExitInfo | None) -> None:
-        """Before a tail is read for a failure: let the engine's last lines reach the file."""
+    def _settle_log(self, ended: ExitInfo | None) -> None:  # noqa: B027 (an optional hook)
+        """Before a tail is read for a failure: let the engine's last lines reach the file. A
+        hook: by default there is nothing to wait for (the local log file is written directly)."""
 
     def _classify_text(self, tail: str) -> str:
         return tail
