@@ -229,6 +229,7 @@ def run_spec(loaded: LoadedSpec, ctx: RunContext) -> StudyOutcome | None:
         generation=spec.generation(),
         completed=outcome.completed,
         failed=outcome.failed,
+        pruned=outcome.pruned,
         reused=outcome.reused,
         interrupted=outcome.interrupted,
         exhausted=outcome.exhausted,
@@ -344,7 +345,8 @@ def _write_outcome(spec: TuningSpec, store: ResultsStore, ctx: RunContext, outco
         phase: Phase = "running"
         message = f"interrupted at {progress_message(spec, records)}; resumes on the next run"
     elif outcome.completed == 0:
-        phase, message = "failed", f"no experiment completed ({outcome.failed} failed)"
+        counts = f"{outcome.failed} failed, {outcome.pruned} pruned"
+        phase, message = "failed", f"no experiment completed ({counts})"
     else:
         phase = "done"
         message = f"{progress_message(spec, records)}" + (

@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted; results so far in {where}; run the same command to resume", file=sys.stderr)
         return 130
     line = f"done: {outcome.completed} complete, {outcome.failed} failed"
+    if outcome.pruned:
+        line += f", {outcome.pruned} pruned"
     if outcome.reused:
         line += f", {outcome.reused} reused"
     print(line + f"; results in {where}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 It stops the levels of a configuration once it misses a hard SLO (latency only grows with load),
 and prunes one whose optimistic bound is already below the incumbent (recorded ``PRUNED``, the
-evidence in its reason).
+evidence in its reason). ``search.pruning: false`` turns both off.
 
 Both decisions assume what holds for an engine under a closed or open loop: latency does not
 fall as load rises, and throughput grows at most in proportion to load. Stopping only drops
@@ -54,7 +54,7 @@ class Gate:
     def __call__(
         self, config: Config, points: list[LoadPointRecord], remaining: list[float]
     ) -> GateVerdict | None:
-        if not points or not remaining:
+        if not points or not remaining or not self.spec.spec.search.pruning:
             return None
         last = points[-1]
         if any(level <= last.load_value for level in remaining):

@@ -56,6 +56,8 @@ class StudyOutcome:
     generation: str
     completed: int
     failed: int
+    #: recorded PRUNED: clearly worse than the best at a lower load level, not run further
+    pruned: int
     reused: int
     exhausted: bool
     interrupted: bool
@@ -159,6 +161,7 @@ class Study:
             generation=self.generation,
             completed=len([r for r in records if r.state == "COMPLETE"]),
             failed=len([r for r in records if r.state == "FAILED"]),
+            pruned=len([r for r in records if r.state == "PRUNED"]),
             reused=run.reused,
             exhausted=run.budget.exhausted,
             interrupted=self.stop.is_set(),

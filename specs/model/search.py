@@ -189,6 +189,12 @@ class SearchSpec(StrictModel):
         "maxExperiments), so that the winner and its spread are confirmed; 2 is a good choice on "
         "real GPUs, where measurements vary.",
     )
+    pruning: bool = Field(
+        default=True,
+        description="Stop a configuration's load levels once it misses a hard SLO, and record as "
+        "PRUNED one whose optimistic bound is already below the best so far. false: every "
+        "configuration runs every load level (whole load curves, more time).",
+    )
     experiment_timeout: Duration = Field(default=3600.0, alias="experimentTimeout")
     parameters: dict[FlagName, ParamSpec] = Field(default_factory=dict)
     quantization: QuantizationSpec | None = None

@@ -80,10 +80,14 @@ class TuningSpec(StrictModel):
 
     def generation(self) -> str:
         """Hash of what defines the study. ``suspend``, ``placement``, ``report`` and metadata
-        labels do not start a new study, so they are left out."""
+        labels do not start a new study, so they are left out; ``search.pruning: false`` does (its
+        PRUNED records are measured again, whole)."""
         data = self.normalized()
         body = dict(data["spec"])
         for key in ("suspend", "placement", "report"):
             body.pop(key, None)
+        if body["search"].get("pruning") is True:
+            # the default, left out so that the generations of specs older than the field stay
+            body["search"] = {k: v for k, v in body["search"].items() if k != "pruning"}
         canonical = json.dumps({"name": data["metadata"]["name"], "spec": body}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

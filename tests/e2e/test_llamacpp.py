@@ -50,6 +50,9 @@ spec:
     strategy: grid
     maxExperiments: {budget}
     includeDefault: false
+    # every configuration at every level: these tests look at what llama.cpp measured, and a
+    # noisy slow start must not get n_threads=2 pruned at concurrency 1
+    pruning: false
     experimentTimeout: 120s
     parameters:
 {parameters}
@@ -206,8 +209,11 @@ def test_the_demo_tunes_llama_cpp_and_builds_the_site(tmp_path: Path) -> None:
     user = out / "specs-repo"
     assert (user / "models" / "tiny-llama.gguf").stat().st_size < 1_000_000
     recs = records(user / "results", "llamacpp-demo")
-    assert recs and all(r["state"] == "COMPLETE" for r in recs)
-    assert len({r["summary"]["output_throughput"] for r in recs}) == len(recs)
+    # nothing failed; a configuration clearly behind the best at concurrency 1 may be PRUNED
+    assert recs and all(r["state"] in ("COMPLETE", "PRUNED") for r in recs), [r["state"] for r in recs]
+    measured = [r for r in recs if r["state"] == "COMPLETE"]
+    assert len(measured) >= 2
+    assert len({r["summary"]["output_throughput"] for r in measured}) == len(measured)
     assert (user / "results" / "llamacpp-demo" / "best" / "command.sh").exists()
     assert (out / "site" / "index.html").exists()
     # the model and the results are committed to the specs repository

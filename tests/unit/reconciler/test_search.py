@@ -142,6 +142,17 @@ spec:
     assert "reaches at most 320" in pruned.failure.reason and "1400" in pruned.failure.reason
     assert [p.load_value for p in pruned.load_points] == [1.0]
 
+    # search.pruning: false is a new study that runs every configuration at every level: the
+    # PRUNED one is measured again, whole; the stopped one is answered from its record
+    whole = text.replace("maxExperiments: 3", "maxExperiments: 3\n    pruning: false")
+    assert load_spec_text(whole).spec.generation() != load_spec_text(text).spec.generation()
+    outcome = run_spec(load_spec_text(whole), ctx(tmp_path))
+    assert outcome is not None and outcome.pruned == 0 and outcome.reused == 2
+    latest = ResultsStore(tmp_path / "results", "gate").experiments()[-3:]
+    again = {r.config["max-num-seqs"]: r for r in latest}
+    assert again[8].state == "COMPLETE" and again[8].reused_from is None
+    assert [p.load_value for p in again[8].load_points] == [1.0, 4.0, 16.0]
+
 
 def _optuna_trials(root: Path, spec: TuningSpec) -> list[optuna.trial.FrozenTrial]:
     store = ResultsStore(root / "results", spec.name)

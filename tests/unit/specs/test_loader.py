@@ -72,6 +72,20 @@ def test_generation_ignores_suspend_and_report_but_not_search() -> None:
     assert load_spec_text(retitled).spec.generation() == base
     changed = GOOD.replace("maxExperiments: 12", "maxExperiments: 9")
     assert load_spec_text(changed).spec.generation() != base
+    # pruning at its default leaves the hash as it was before the field existed; turning it off
+    # is a new study
+    assert (
+        load_spec_text(
+            GOOD.replace("maxExperiments: 12", "maxExperiments: 12\n    pruning: true")
+        ).spec.generation()
+        == base
+    )
+    assert (
+        load_spec_text(
+            GOOD.replace("maxExperiments: 12", "maxExperiments: 12\n    pruning: false")
+        ).spec.generation()
+        != base
+    )
 
 
 def test_non_string_keys_are_strings() -> None:
