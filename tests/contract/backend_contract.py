@@ -131,6 +131,13 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
     return predicate()
 
 
+def tail_showing(dep: Deployment, needle: str, timeout_s: float, lines: int = 100) -> str:
+    """The log tail once it shows ``needle`` (or after ``timeout_s``): a container's or a pod's
+    log reaches the daemon through a follower stream, shortly after the engine wrote it."""
+    wait_for(lambda: needle in dep.log_tail(lines), timeout_s)
+    return dep.log_tail(lines)
+
+
 class BackendContract:
     """What every :class:`~backends.deploy.base.DeployBackend` must do. Subclass and give ``backend``."""
 
@@ -313,10 +320,11 @@ class BackendContract:
             pytest.skip("this backend's scheduler assigns GPUs")
         dep = deploy(standin("serve", gpus=2, echo_env=[self.gpu_env]), gpu_ids=[1, 3])
         dep.wait_ready(30)
-        assert f"{self.gpu_env}=1,3" in dep.log_tail(50)
+        assert f"{self.gpu_env}=1,3" in tail_showing(dep, f"{self.gpu_env}=", self.slack_s, 50)
         cpu = deploy(standin("serve", echo_env=[self.gpu_env]))
         cpu.wait_ready(30)
-        assert f"{self.gpu_env}={self.no_gpu_value}\n" in cpu.log_tail(50) + "\n", "a CPU engine sees no GPU"
+        tail = tail_showing(cpu, f"{self.gpu_env}=", self.slack_s, 50)
+        assert f"{self.gpu_env}={self.no_gpu_value}\n" in tail + "\n", "a CPU engine sees no GPU"
 
     def test_log_tail_has_engine_output_and_no_secrets(
         self, deploy: DeployFn, standin: StandinFactory
@@ -326,7 +334,7 @@ class BackendContract:
             standin("serve", env={"HF_TOKEN": secret, "PLAIN": "visible"}, echo_env=["HF_TOKEN", "PLAIN"])
         )
         dep.wait_ready(30)
-        tail = dep.log_tail(100)
+        tail = tail_showing(dep, "PLAIN=", self.slack_s)
         assert "PLAIN=visible" in tail
         assert "HF_TOKEN=***" in tail
         assert secret not in tail
@@ -370,7 +378,7 @@ class BackendContract:
         )
         dep = deploy(plan)
         dep.wait_ready(30)
-        tail = dep.log_tail(100)
+        tail = tail_showing(dep, "ENGINE_AUTH_VALUE=", self.slack_s)
         assert "ENGINE_AUTH_VALUE=***" in tail
         assert secret not in tail
 
@@ -382,7 +390,7 @@ class BackendContract:
         monkeypatch.setenv("CONTRACT_DAEMON_ONLY", "daemon-private-value-0077")
         dep = deploy(standin("serve", echo_env=["CONTRACT_DAEMON_ONLY", "LANG"]))
         dep.wait_ready(30)
-        tail = dep.log_tail(100)
+        tail = tail_showing(dep, "LANG=", self.slack_s)
         assert "CONTRACT_DAEMON_ONLY=<unset>" in tail
         assert "daemon-private-value-0077" not in tail
         assert "LANG=C.UTF-8" in tail
@@ -404,13 +412,15 @@ class BackendContract:
             standin("serve", files={"conf/extra.yaml": "kv_cache_config: 0.9\n"}, cat=["conf/extra.yaml"])
         )
         dep.wait_ready(30)
-        assert "conf/extra.yaml: kv_cache_config: 0.9" in dep.log_tail(50)
+        tail = tail_showing(dep, "conf/extra.yaml:", self.slack_s, 50)
+        assert "conf/extra.yaml: kv_cache_config: 0.9" in tail
         with pytest.raises(ValueError, match="relative path"):
             deploy(standin("serve", files={"../escape.yaml": "x"}))
 
     def test_simulated_gpus_are_not_leased(self, deploy: DeployFn, standin: StandinFactory) -> None:
         dep = deploy(standin("serve", gpus=4, simulated=True, echo_env=[self.gpu_env]), gpu_ids=[])
         dep.wait_ready(30)
-        assert f"{self.gpu_env}={self.no_gpu_value}\n" in dep.log_tail(50) + "\n"
+        tail = tail_showing(dep, f"{self.gpu_env}=", self.slack_s, 50)
+        assert f"{self.gpu_env}={self.no_gpu_value}\n" in tail + "\n"
         with pytest.raises(ValueError, match="GPU"):
             deploy(standin("serve", gpus=2, simulated=True), gpu_ids=[0, 1])

@@ -211,3 +211,27 @@ def test_a_backend_registers_in_one_line(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(MissingExtraError, match="autotuner_no_such_module") as info:
         get_backend("needs-extra", BackendRequest(spec=spec, state_dir=tmp_path))
     assert info.value.hint == "pip install 'autotuner[cluster]'"
+
+
+def test_the_docs_docker_example_is_valid_and_its_container_is_what_the_page_says() -> None:
+    from reconciler.checking import check_loaded
+    from specs.loader import load_spec_text
+    from specs.space import grid
+
+    text = (Path(__file__).parents[3] / "docs" / "backends.md").read_text()
+    section = text[text.index("## Docker") :]
+    start = section.index("```yaml") + len("```yaml")
+    example = section[start : section.index("```", start)]
+    spec = check_loaded(load_spec_text(example, "docs/backends.md")).spec
+    settings = spec.spec.backend
+    assert isinstance(settings, DockerSettings)
+    assert (settings.ipc, settings.memory, settings.network) == ("host", "96g", "bridge")
+    configs = list(grid(spec))
+    assert len(configs) == 6
+    plan = get_engine("vllm").launch(spec, dict(configs[0]), host="0.0.0.0", port=8000)
+    assert plan.image == "vllm/vllm-openai:v0.11.0", "the page's comment on engine.version"
+    kwargs = container_config(plan, image=plan.image, settings=settings, gpu_ids=[0]).sdk_kwargs(
+        {"HF_TOKEN": "x"}
+    )
+    assert kwargs["ipc_mode"] == "host" and kwargs["mem_limit"] == "96g"
+    assert kwargs["ports"] == {"8000/tcp": ("127.0.0.1", 8000)}, "published on 127.0.0.1 only"
