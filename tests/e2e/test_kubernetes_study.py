@@ -100,3 +100,52 @@ def test_a_study_on_kubernetes_matches_the_local_backends_results(
     assert best_kube == best_local
     docs = list(yaml.safe_load_all((kube / "results" / "e2e" / "best" / "deployment.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+
+
+def test_sigkill_mid_experiment_then_restart_removes_the_orphaned_pod(tmp_path: Path) -> None:
+    """The daemon process dies by SIGKILL while an experiment's pod runs; the next run takes the
+    owner over at once (its own earlier incarnation, from the state directory), deletes the
+    orphaned pod by label, keeps the finished record byte for byte and measures the interrupted
+    configuration once."""
+    kube = tmp_path / "kube"
+    kube.mkdir()
+    text = _spec("{kind: kubernetes, namespace: tuning, access: podIP}")
+    text = text.replace("maxExperiments: 4\n    parallelism: 2\n", "maxExperiments: 3\n")
+    (kube / "spec.yaml").write_text(text.replace("name: e2e", "name: crash-kube"))
+    (kube / "policy.yaml").write_text("namespaces: [tuning]\n")
+    results = kube / "results" / "crash-kube" / "experiments"
+    with fake_cluster(tmp_path / "cluster") as cluster:
+        env = {
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "AUTOTUNER_KUBE_CONTEXT": cluster.context,
+            "AUTOTUNER_POLICY": str(kube / "policy.yaml"),
+        }
+        crashed = autotuner(
+            "run",
+            "spec.yaml",
+            "--results",
+            "results",
+            cwd=kube,
+            env={**env, "AUTOTUNER_CRASH_AT": "load_point_done:3"},  # mid experiment 2
+            check=False,
+        )
+        assert crashed.returncode == -9, crashed.stderr
+        orphans = cluster.api.list("pods", "tuning")
+        assert len(orphans) == 1, "kill -9 leaves the experiment's pod"
+        orphan = orphans[0]["metadata"]["name"]
+        assert cluster.kubelet.running_pids(), "and its engine running"
+        before = {p.name: p.read_bytes() for p in results.glob("[0-9]*.json")}
+        assert list(before) == ["0001.json"]
+
+        again = autotuner("run", "spec.yaml", "--results", "results", cwd=kube, env=env)
+        assert "orphaned engine" in again.stderr and orphan in again.stderr, again.stderr
+        assert cluster.api.count("DELETE", f"/pods/{orphan}$") >= 1, "the restarted run deleted the orphan"
+        assert not cluster.api.list("pods", "tuning"), "every pod is gone"
+        assert cluster.kubelet.running_pids() == []
+
+    after = {p.name: p.read_bytes() for p in results.glob("[0-9]*.json")}
+    assert after["0001.json"] == before["0001.json"], "the finished experiment is kept byte for byte"
+    recs = records(kube / "results", "crash-kube")
+    assert [r["id"] for r in recs] == ["0001", "0002", "0003"]
+    assert [r["state"] for r in recs] == ["COMPLETE"] * 3
+    assert len({r["configHash"] for r in recs}) == 3, "the interrupted experiment ran once more, once"
