@@ -25,6 +25,7 @@ from backends.deploy.kubernetes import (
     L_DEPLOYMENT,
     L_SPEC,
     KubernetesBackend,
+    RetryPolicy,
 )
 from backends.engines.base import LaunchPlan
 from specs.errors import KubernetesAccessError
@@ -187,7 +188,10 @@ def test_readiness_timeout_names_the_failing_probe(cluster: FakeCluster, tmp_pat
 # ---------------------------------------------------------------------------------------- the API
 
 
-def test_429_and_500_are_retried_with_backoff(cluster: FakeCluster, tmp_path: Path) -> None:
+def test_429_and_500_are_retried_with_backoff(
+    cluster: FakeCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="backends.deploy.kubernetes.api")
     api = cluster.api
     api.fail("POST", r"/pods$", 429, count=2)
     api.fail("POST", r"/services$", 500, count=1)
@@ -201,8 +205,22 @@ def test_429_and_500_are_retried_with_backoff(cluster: FakeCluster, tmp_path: Pa
         assert api.count("POST", r"/services$", 500) == 1
         assert api.count("POST", r"/services$", 201) == 1
         assert api.count("GET", r"/pods/exp-1$", 503) == 2
+        # the fake's 429 says Retry-After: 1, honoured up to the policy's cap (0.5 s in tests);
+        # the others back off from the base (0.05 s), doubling within one call
+        retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+        waits = [m.rsplit(" ", 1)[-1] for m in retries]
+        assert [m.rsplit(" ", 1)[-1] for m in retries if "HTTP 429" in m] == ["0.50s", "0.50s"], retries
+        assert len(waits) == 5 and set(waits) - {"0.50s"} <= {"0.05s", "0.10s"}, retries
     finally:
         dep.teardown()
+
+
+def test_backoff_doubles_to_its_cap_and_honours_retry_after() -> None:
+    policy = RetryPolicy(attempts=6, base_s=0.2, cap_s=5.0)
+    assert [policy.delay(a, None) for a in range(6)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]
+    assert policy.delay(0, "2") == 2.0
+    assert policy.delay(0, "120") == 5.0, "a server asking for minutes waits the cap"
+    assert policy.delay(1, "Wed, 21 Oct 2015 07:28:00 GMT") == 0.4, "an HTTP date falls back to backoff"
 
 
 def test_an_api_that_keeps_failing_is_an_environment_failure(cluster: FakeCluster, tmp_path: Path) -> None:
