@@ -1,7 +1,12 @@
 """Start-up rules per engine and the memory pre-check: what each engine would refuse when it
-starts, predicted from the flags, with the source named; and the warnings ``validate`` gives."""
+starts, predicted from the flags, with the source named; the warnings ``validate`` gives and the
+exclusions ``plan`` lists."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 
 from backends.engines import get_engine
 from backends.validation import startup_warnings
@@ -96,3 +101,37 @@ def test_validate_warns_with_the_share_of_the_space_excluded() -> None:
     assert warning.file == "test.yaml" and warning.line is not None
     assert warning.message.startswith("2 of 8 configurations would be refused at start-up")
     assert "the search skips them" in warning.message
+
+
+def test_plan_lists_the_excluded_configurations_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.cli import main
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text(
+        """\
+apiVersion: autotuner/v1
+kind: TuningSpec
+metadata: {name: big}
+spec:
+  model: {id: llama-3-70b}
+  engine: {name: sim, args: {gpu: a100-80g}}
+  search:
+    maxExperiments: 4
+    parameters:
+      tensor-parallel-size: {values: [1, 4]}
+      max-num-seqs: {values: [64, 128]}
+  workload:
+    dataset: {kind: synthetic, input: {mean: 100}, output: {mean: 10}}
+    load: {concurrency: [1]}
+  objectives:
+    - {metric: output_throughput_per_gpu, direction: maximize}
+"""
+    )
+    assert main(["plan", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "excluded by start-up rules or the memory pre-check (never run): 2" in out, out
+    excluded = out.split("(never run): 2", 1)[1].splitlines()[1:3]
+    assert all(line.startswith("  - tensor-parallel-size=1, max-num-seqs=") for line in excluded), excluded
+    assert all("does not fit in GPU memory" in line for line in excluded), excluded
