@@ -214,15 +214,10 @@ def test_a_backend_registers_in_one_line(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_the_docs_docker_example_is_valid_and_its_container_is_what_the_page_says() -> None:
-    from reconciler.checking import check_loaded
-    from specs.loader import load_spec_text
     from specs.space import grid
+    from tests.unit.deploy.docs_examples import backends_page_example
 
-    text = (Path(__file__).parents[3] / "docs" / "backends.md").read_text()
-    section = text[text.index("## Docker") :]
-    start = section.index("```yaml") + len("```yaml")
-    example = section[start : section.index("```", start)]
-    spec = check_loaded(load_spec_text(example, "docs/backends.md")).spec
+    spec = backends_page_example("## Docker")
     settings = spec.spec.backend
     assert isinstance(settings, DockerSettings)
     assert (settings.ipc, settings.memory, settings.network) == ("host", "96g", "bridge")

@@ -179,16 +179,11 @@ def test_everything_the_backend_sends_validates(tmp_path: Path, monkeypatch: pyt
 
 
 def test_the_docs_example_spec_is_valid_and_its_manifests_validate() -> None:
-    from reconciler.checking import check_loaded
     from reconciler.planning import first_experiment_manifests
-    from specs.loader import load_spec_text
     from specs.space import grid
+    from tests.unit.deploy.docs_examples import backends_page_example
 
-    text = (Path(__file__).parents[3] / "docs" / "backends.md").read_text()
-    section = text[text.index("A full example spec:") :]
-    start = section.index("```yaml") + len("```yaml")
-    example = section[start : section.index("```", start)]
-    spec = check_loaded(load_spec_text(example, "docs/backends.md")).spec
+    spec = backends_page_example("A full example spec:")
     first = next(iter(grid(spec, limit=1)))
     for obj in first_experiment_manifests(spec, dict(first)):
         validate(obj)
